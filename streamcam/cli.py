@@ -1,0 +1,142 @@
+"""The command line: argv -> RunConfig -> run(); errors -> one line and an exit code.
+
+Exit codes: 0 done, 1 runtime failure, 2 bad usage or input, 130 Ctrl-C, 143 SIGTERM.
+No pipeline logic lives here.
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenCV's own warnings (a missing camera, a probe of the display) would bury our one-line errors.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "FATAL")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+log = logging.getLogger("streamcam")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every ``finally`` runs as for Ctrl-C."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        self.exit(EXIT_USAGE, f"streamcam: error: {message} (see streamcam --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="streamcam",
+        description="See what a CNN classifier looks at, live: CAM heatmaps on webcams, videos, images and streams.",
+        epilog="examples: streamcam --webcam 0 | streamcam in.mp4 -o out.mp4 | streamcam a.jpg photos/ -o annotated/ | streamcam --demo",
+    )
+    parser.add_argument("inputs", nargs="*", help="a video file, image files or folders, or a network stream URL (rtsp://, http://...)")
+    parser.add_argument("--webcam", type=int, metavar="N", help="explain webcam number N, live")
+    parser.add_argument("--demo", action="store_true", help="explain a built-in clip (made from real photos) and write streamcam-demo.mp4")
+    parser.add_argument("-o", "--output", help="annotated video file (.mp4, .avi, ...) or, for images, a folder")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=None, help="efficientnet_lite0 (default), a torchvision name (resnet50...), timm:NAME, or a saved model file")
+    model.add_argument("--weights", help="a state dict or whole saved model; 'random' keeps an untrained net")
+    model.add_argument("--labels", help="class names, one a line")
+    model.add_argument("--layer", help="the module to explain (default: the last block before global pooling)")
+    model.add_argument("--method", default="cam", help="explanation method (default: cam)")
+    model.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:N")
+    model.add_argument("--backend", default="auto", help="auto (default) or torch")
+    model.add_argument("--batch", type=int, default=8, help="frames per inference batch (default 8)")
+    model.add_argument("--top-k", type=int, default=1, help="explain the K most likely classes (default 1)")
+    model.add_argument("--class", dest="target_class", metavar="NAME|ID", help="explain this class instead of the top ones")
+    view = parser.add_argument_group("view")
+    view.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity, 0 to 1 (default 0.5)")
+    view.add_argument("--no-display", action="store_true", help="never open a window")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.debug)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(args)
+    except Terminated:
+        log.error("terminated; outputs were finalised")
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        log.error("interrupted; outputs were finalised")
+        return EXIT_SIGINT
+    except Exception as error:  # noqa: BLE001 - mapped to one line and an exit code
+        from .errors import StreamcamError
+
+        if args.debug:
+            log.exception("failed")
+        if isinstance(error, StreamcamError):
+            print(f"streamcam: error: {error}", file=sys.stderr)
+            return error.exit_code
+        print(f"streamcam: error: {type(error).__name__}: {error} (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .config import RunConfig
+    from .demo import DEMO_OUTPUT, demo_input
+    from .engine import run_config
+    from .models import DEFAULT_MODEL
+
+    if args.demo and (args.inputs or args.webcam is not None):
+        from .errors import InputError
+
+        raise InputError("--demo takes no input: drop the files or --webcam")
+    with demo_input() if args.demo else nullcontext(None) as clip:
+        config = RunConfig(
+            inputs=(str(clip),) if clip else tuple(args.inputs),
+            webcam=args.webcam,
+            output=args.output or (DEMO_OUTPUT if args.demo else None),
+            model=args.model or DEFAULT_MODEL,
+            weights=args.weights,
+            labels=args.labels,
+            layer=args.layer,
+            method=args.method,
+            device=args.device,
+            backend=args.backend,
+            batch=args.batch,
+            top_k=args.top_k,
+            target_class=args.target_class,
+            alpha=args.alpha,
+            display=False if args.no_display else None,
+            progress=sys.stderr.isatty(),
+        )
+        summary = run_config(config)
+    saved = f", saved to {', '.join(summary.outputs)}" if summary.outputs else ""
+    dropped = f", {summary.dropped} dropped" if summary.dropped else ""
+    log.info("explained %d frames in %.1f s%s%s", summary.frames, summary.seconds, dropped, saved)
+    return EXIT_OK
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(format="streamcam: %(message)s", level=logging.WARNING)
+    logging.getLogger("streamcam").setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

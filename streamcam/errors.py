@@ -1,0 +1,29 @@
+"""Errors streamcam raises on purpose, each with the exit code the CLI maps it to."""
+
+from __future__ import annotations
+
+
+class StreamcamError(Exception):
+    """A failure streamcam can explain in one line."""
+
+    exit_code = 1
+
+
+class InputError(StreamcamError):
+    """Bad usage or bad input: a missing file, an unknown model, a wrong layer name...
+
+    The message names what is wrong and how to mend it.
+    """
+
+    exit_code = 2
+
+
+class StageError(StreamcamError):
+    """An exception raised inside a pipeline thread, re-raised in the caller with its stage named."""
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(f"{stage}: {error}")
+        self.stage = stage
+        self.error = error
+        # A bad input found mid-run (e.g. an undecodable file) is still bad input.
+        self.exit_code = getattr(error, "exit_code", 1)

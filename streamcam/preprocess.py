@@ -1,0 +1,70 @@
+"""Frames (H x W x 3 uint8 BGR arrays) -> the model's normalised input, on the device.
+
+The host does nothing but stack the frames: one copy per batch moves uint8 to
+the device (through a pinned buffer, ``non_blocking``, on CUDA); the resize
+(bilinear, antialiased), BGR -> RGB and ``(x / 255 - mean) / std`` run there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class Preprocessor:
+    """Uploads and normalises batches of frames for one model on one device."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+        self.size = size
+        self.device = device
+        # (x / 255 - mean) / std == x * scale + shift, on RGB channels.
+        std_t = torch.tensor(std, dtype=torch.float32)
+        self._scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(device)
+        self._shift = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1).to(device)
+        self._pinned: torch.Tensor | None = None
+        self._pinned_free: torch.cuda.Event | None = None
+
+    def upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """Stack same-sized frames into one (B, H, W, 3) uint8 tensor on the device (one copy)."""
+        host = torch.from_numpy(np.stack(frames))
+        if self.device.type != "cuda":
+            return host
+        staging = self._staging(host.shape)
+        staging.copy_(host)
+        batch = staging.to(self.device, non_blocking=True)
+        # The next batch may overwrite the pinned buffer only once this copy has left it.
+        self._pinned_free = torch.cuda.Event()
+        self._pinned_free.record()
+        return batch
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 BGR on the device -> (B, 3, S, S) float32 normalised RGB."""
+        x = images.permute(0, 3, 1, 2).flip(1)  # BGR -> RGB, a view
+        size = (self.size, self.size)
+        if x.device.type == "cpu":
+            # The CPU has a fast antialiased kernel for channels-last uint8.
+            x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear", antialias=True)
+            x = x.float()
+        else:
+            x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True)
+        return (x * self._scale + self._shift).contiguous()
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """Frames of any sizes -> (B, 3, S, S); same-sized runs travel as one batch."""
+        groups: list[torch.Tensor] = []
+        start = 0
+        for end in range(1, len(frames) + 1):
+            if end == len(frames) or frames[end].shape != frames[start].shape:
+                groups.append(self.normalise(self.upload(frames[start:end])))
+                start = end
+        return groups[0] if len(groups) == 1 else torch.cat(groups)
+
+    def _staging(self, shape: torch.Size) -> torch.Tensor:
+        if self._pinned_free is not None:
+            self._pinned_free.synchronize()
+        if self._pinned is None or self._pinned.numel() < shape.numel():
+            self._pinned = torch.empty(shape.numel(), dtype=torch.uint8, pin_memory=True)
+        return self._pinned[: shape.numel()].view(shape)

@@ -1,0 +1,183 @@
+"""Sinks: where annotated frames go (a window, a video file, a folder of images).
+
+Each sink is a context manager that opens eagerly (a bad output fails before
+frame 1) and finalises on every path out: the end of the input, an error,
+Ctrl-C or SIGTERM. A video file closed by ``__exit__`` is playable and holds
+every frame written so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import InputError, StreamcamError
+from .render import draw_hud
+from .types import AnnotatedFrame, VideoInfo
+
+log = logging.getLogger(__name__)
+
+# Container -> codec that OpenCV's own FFmpeg build can always write.
+VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+_QUIT_KEYS = {ord("q"), ord("Q"), 27}  # q, Esc
+
+
+class Sink(ABC):
+    """A destination for annotated frames."""
+
+    stop_requested = False  # set by a sink whose user asked to stop (the window's q / Esc)
+
+    @abstractmethod
+    def write(self, annotated: AnnotatedFrame) -> None:
+        """Take one annotated frame."""
+
+    def close(self) -> None:
+        """Finalise; safe to call twice."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class WindowSink(Sink):
+    """An OpenCV window with a HUD (fps, latency, drops); q or Esc stops the run."""
+
+    def __init__(self, title: str = "streamcam") -> None:
+        self.title = title
+        self._last_shown: float | None = None
+        self._fps = 0.0
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def write(self, annotated: AnnotatedFrame) -> None:
+        now = time.monotonic()
+        if self._last_shown is not None:
+            instant = 1.0 / max(now - self._last_shown, 1e-6)
+            self._fps = instant if self._fps == 0 else 0.9 * self._fps + 0.1 * instant
+        self._last_shown = now
+        image = annotated.image.copy()  # the HUD is for the window only, not the recording
+        draw_hud(image, self._fps, annotated.latency, annotated.dropped)
+        cv2.imshow(self.title, image)
+        if cv2.waitKey(1) & 0xFF in _QUIT_KEYS:
+            self.stop_requested = True
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
+
+
+class VideoFileSink(Sink):
+    """A video file with the source's size and exact (float) frame rate."""
+
+    def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
+        codec = VIDEO_CODECS.get(path.suffix.lower())
+        if codec is None:
+            raise InputError(f"cannot write video as {path.suffix or 'a file without extension'}: use one of {', '.join(VIDEO_CODECS)}")
+        _make_parent(path)
+        self.path = path
+        self.size = (width, height)
+        self.frames_written = 0
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), self.size)
+        if not self._writer.isOpened():
+            raise InputError(f"cannot write {path}: check the folder exists and is writable")
+
+    def write(self, annotated: AnnotatedFrame) -> None:
+        image = annotated.image
+        if (image.shape[1], image.shape[0]) != self.size:
+            raise StreamcamError(f"{self.path}: frame of size {image.shape[1]}x{image.shape[0]} in a {self.size[0]}x{self.size[1]} video")
+        self._writer.write(image)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()  # writes the index: the file is playable from here on
+            self._writer = None
+            log.info("wrote %d frames to %s", self.frames_written, self.path)
+
+
+class ImageFolderSink(Sink):
+    """One annotated image per input image, under the input's file name."""
+
+    def __init__(self, folder: Path) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder} is a file; images are written into a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"cannot create the output folder {folder}: {error.strerror or error}") from error
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"cannot write into {folder}")
+        self.folder = folder
+        self.images_written = 0
+
+    def write(self, annotated: AnnotatedFrame) -> None:
+        frame = annotated.frame
+        name = frame.name or f"frame_{frame.index:06d}.png"
+        path = self.folder / name
+        ok, data = cv2.imencode(path.suffix or ".png", annotated.image)
+        if not ok:
+            path = path.with_suffix(".png")
+            ok, data = cv2.imencode(".png", annotated.image)
+        try:
+            data.tofile(path)
+        except OSError as error:
+            raise StreamcamError(f"cannot write {path}: {error.strerror or error}") from error
+        self.images_written += 1
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: a display server to talk to and an OpenCV built with a GUI."""
+    if sys.platform.startswith(("linux", "freebsd", "openbsd")) and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return False
+    try:
+        cv2.namedWindow("streamcam-probe", cv2.WINDOW_NORMAL)
+        cv2.destroyWindow("streamcam-probe")
+        return True
+    except cv2.error:
+        return False  # a headless OpenCV build
+
+
+def open_sinks(output: str | Path | None, info: VideoInfo, display: bool | None) -> list[Sink]:
+    """The sinks a run writes to. ``display``: True forces the window, False turns it off, None = where possible."""
+    sinks: list[Sink] = []
+    try:
+        if output is not None:
+            sinks.append(_output_sink(Path(output), info))
+        if display is not False:
+            if display_available():
+                sinks.append(WindowSink(f"streamcam - {info.source_id}"))
+            else:
+                log.warning("no display: the live window is off")
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def _output_sink(path: Path, info: VideoInfo) -> Sink:
+    if info.fps is None:  # images in -> images out
+        if path.suffix.lower() in VIDEO_CODECS:
+            raise InputError(f"images in, images out: give a folder for -o, not {path}")
+        return ImageFolderSink(path)
+    return VideoFileSink(path, info.fps, info.width, info.height)
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the folder for {path}: {error.strerror or error}") from error

@@ -1,0 +1,232 @@
+"""Sources: video files, images and folders, webcams and network streams, each yielding :class:`Frame` records.
+
+Every source opens and reads its first frame eagerly, so a bad input fails
+before the pipeline starts. A source never invents frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import InputError
+from .types import Frame, VideoInfo
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset(
+    ".bmp .dib .jpeg .jpg .jpe .jp2 .png .webp .pbm .pgm .ppm .pxm .pnm .sr .ras .tiff .tif .exr .hdr .pic".split()
+)
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+# How long a live source keeps retrying reads before it calls the stream ended.
+LIVE_READ_PATIENCE_S = 2.0
+_OPEN_TIMEOUT_MS = 5000
+_FALLBACK_FPS = 30.0
+
+
+class Source(ABC):
+    """A stream of frames with known properties; use it as a context manager."""
+
+    info: VideoInfo
+
+    @property
+    def live(self) -> bool:
+        """Live sources (webcam, network) run at their own pace: only the newest frame matters."""
+        return self.info.live
+
+    @abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames in order, from the first."""
+
+    def close(self) -> None:
+        """Release what the source holds; safe to call twice."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class CaptureSource(Source):
+    """Anything OpenCV's VideoCapture reads: a video file, a webcam, a network stream."""
+
+    def __init__(self, capture: cv2.VideoCapture, source_id: str, live: bool) -> None:
+        self._capture = capture
+        ok, first = capture.read()
+        if not ok or first is None:
+            capture.release()
+            raise InputError(f"{source_id}: no frame could be read (is it a video OpenCV can decode?)")
+        self._first = first
+        self._opened_at = time.monotonic()
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.info = VideoInfo(
+            source_id=source_id,
+            width=first.shape[1],
+            height=first.shape[0],
+            fps=float(fps) if fps and np.isfinite(fps) and fps > 0 else _FALLBACK_FPS,
+            frame_count=None if live or count <= 0 else count,
+            live=live,
+        )
+
+    def frames(self) -> Iterator[Frame]:
+        try:
+            image: np.ndarray | None = self._first
+            index = 0
+            while image is not None:
+                yield self._frame(index, image)
+                index += 1
+                image = self._read_next()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def _frame(self, index: int, image: np.ndarray) -> Frame:
+        now = time.monotonic()
+        # Files: the frame's position in the stream; live: time since the source opened.
+        timestamp = now - self._opened_at if self.live else index / self.info.fps
+        return Frame(index=index, timestamp=timestamp, captured_at=now, image=image, source_id=self.info.source_id)
+
+    def _read_next(self) -> np.ndarray | None:
+        ok, image = self._capture.read()
+        if ok:
+            return image
+        if not self.live:
+            return None  # end of file
+        deadline = time.monotonic() + LIVE_READ_PATIENCE_S
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            ok, image = self._capture.read()
+            if ok:
+                return image
+        log.warning("%s stopped delivering frames; ending the stream", self.info.source_id)
+        return None
+
+
+class ImageSource(Source):
+    """Image files, in the order given; folders contribute their images sorted by name."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        if not paths:
+            raise InputError("no images to read")
+        self._paths = list(paths)
+        first = read_image(self._paths[0])
+        self._first = first
+        self.info = VideoInfo(
+            source_id=str(self._paths[0].parent if len(self._paths) > 1 else self._paths[0]),
+            width=first.shape[1],
+            height=first.shape[0],
+            fps=None,
+            frame_count=len(self._paths),
+            live=False,
+        )
+
+    def frames(self) -> Iterator[Frame]:
+        for index, path in enumerate(self._paths):
+            image = self._first if index == 0 else _read_image_or_skip(path)
+            if image is None:
+                continue
+            yield Frame(
+                index=index,
+                timestamp=0.0,
+                captured_at=time.monotonic(),
+                image=image,
+                source_id=str(path.parent),
+                name=path.name,
+            )
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as H x W x 3 uint8 BGR (grey, alpha and 16-bit are converted)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # imdecode also copes with non-ASCII paths
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from error
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise InputError(f"{path} is not an image OpenCV can decode")
+    return image
+
+
+def _read_image_or_skip(path: Path) -> np.ndarray | None:
+    try:
+        return read_image(path)
+    except InputError as error:
+        log.warning("skipping %s", error)
+        return None
+
+
+def open_source(inputs: Sequence[str | Path] = (), webcam: int | None = None) -> Source:
+    """Open what the user named: a webcam index, a URL, a video file, or image files and folders."""
+    if webcam is not None:
+        if inputs:
+            raise InputError("give either --webcam or input files, not both")
+        return open_webcam(webcam)
+    if not inputs:
+        raise InputError("nothing to explain: give a video, images, a folder, a URL, --webcam N or --demo")
+    names = [str(i) for i in inputs]
+    if len(names) == 1 and names[0].lower().startswith(NETWORK_SCHEMES):
+        return open_stream(names[0])
+    images = _expand_images([Path(n) for n in names])
+    if images is not None:
+        return ImageSource(images)
+    if len(names) > 1:
+        raise InputError("several inputs are supported for images and folders only; give one video at a time")
+    return open_video_file(Path(names[0]))
+
+
+def open_video_file(path: Path) -> CaptureSource:
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder with no images in it")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise InputError(f"cannot open {path} as a video or an image (corrupt, or a format OpenCV cannot decode)")
+    return CaptureSource(capture, str(path), live=False)
+
+
+def open_webcam(index: int) -> CaptureSource:
+    capture = cv2.VideoCapture(index)
+    if not capture.isOpened():
+        raise InputError(f"no webcam at index {index}: check that it is plugged in, or try another --webcam N")
+    return CaptureSource(capture, f"webcam:{index}", live=True)
+
+
+def open_stream(url: str) -> CaptureSource:
+    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _OPEN_TIMEOUT_MS]
+    capture = cv2.VideoCapture(url, cv2.CAP_ANY, timeouts)
+    if not capture.isOpened():
+        raise InputError(f"cannot open the stream {url}: unreachable, or not a video stream OpenCV can read")
+    # A network URL is live unless it reports a length (a file served over HTTP).
+    finite = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) > 0
+    return CaptureSource(capture, url, live=not finite)
+
+
+def _expand_images(paths: Sequence[Path]) -> list[Path] | None:
+    """The image files named or found in the named folders; None if the inputs are not images."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise InputError(f"{path} is a folder with no images in it")
+            found.extend(inside)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            if not path.exists():
+                raise InputError(f"no such file: {path}")
+            found.append(path)
+        elif len(paths) == 1:
+            return None  # one non-image file: a video
+        else:
+            raise InputError(f"{path} is not an image; several inputs are supported for images and folders only")
+    return found

@@ -1,0 +1,76 @@
+"""The records that travel between pipeline stages (frozen, typed, never tuples)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a source is, known before its first frame is delivered."""
+
+    source_id: str
+    width: int
+    height: int
+    fps: float | None  # None where it has no rate (images)
+    frame_count: int | None  # None where unknown (live, network)
+    live: bool
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One captured frame.
+
+    ``timestamp`` is seconds from the source's start (files: the frame's position
+    in the stream; live: capture time). ``captured_at`` is ``time.monotonic()`` at
+    capture, used for latency. ``name`` is the file name for image sources.
+    """
+
+    index: int
+    timestamp: float
+    captured_at: float
+    image: np.ndarray  # H x W x 3, uint8, BGR
+    source_id: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """The result of explaining a batch of B frames for k classes each.
+
+    Tensors stay on the explainer's device; ``maps`` are at feature resolution,
+    ReLU'd and min-max normalised to [0, 1] per map.
+    """
+
+    class_ids: torch.Tensor  # (B, k) int64
+    scores: torch.Tensor  # (B, k) float32 softmax probabilities
+    labels: list[list[str]]  # B lists of k labels
+    maps: torch.Tensor  # (B, k, h, w) float32 in [0, 1]
+    method: str
+    layer: str
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One explained class of one frame, as plain Python values."""
+
+    class_id: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, eq=False)
+class AnnotatedFrame:
+    """A frame with its overlay drawn, ready for the sinks."""
+
+    frame: Frame
+    image: np.ndarray  # H x W x 3, uint8, BGR, same size as frame.image
+    predictions: tuple[Prediction, ...]
+    latency: float  # seconds from capture to the end of rendering
+    dropped: int  # frames the source dropped so far (live sources)
