@@ -29,6 +29,7 @@ class Anatomy:
 
     num_classes: int
     candidates: tuple[str, ...]  # modules with a (B, K, h, w) output, h*w > 1, in execution order
+    blocks: tuple[str, ...]  # the candidates that compute something (not pooling, identity, dropout)
     default_layer: str  # the last block before global pooling
     classifier: str | None  # the final nn.Linear, when its output is the model's output
     gap_layers: frozenset[str]  # layers whose spatial mean is exactly the classifier's input
@@ -41,11 +42,12 @@ class Anatomy:
             return name
         close = difflib.get_close_matches(name, self.candidates, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        shown = self.candidates[-_LISTED_CANDIDATES:]
-        more = f"the last {len(shown)} of {len(self.candidates)}" if len(shown) < len(self.candidates) else "all"
+        # Top-level blocks and their direct children read best; nested ones are accepted too.
+        shallow = [n for n in self.blocks if n.count(".") <= 1]
+        shown = shallow[-_LISTED_CANDIDATES:]
         raise InputError(
             f"layer '{name}' is not a convolutional layer of {model_name}.{hint} "
-            f"Layers with a spatial output ({more}): {', '.join(shown)}"
+            f"Candidates (the last {len(shown)} blocks; nested modules work too): {', '.join(shown)}"
         )
 
 
@@ -100,6 +102,7 @@ def probe(module: nn.Module, input_size: int) -> Anatomy:
     return Anatomy(
         num_classes=int(logits.shape[1]),
         candidates=candidates,
+        blocks=tuple(blocks),
         default_layer=preferred[-1],
         classifier=classifier,
         gap_layers=gap_layers,

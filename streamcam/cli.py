@@ -6,18 +6,12 @@ No pipeline logic lives here.
 
 from __future__ import annotations
 
-import os
-
-# OpenCV's own warnings (a missing camera, a probe of the display) would bury our one-line errors.
-os.environ.setdefault("OPENCV_LOG_LEVEL", "FATAL")
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import nullcontext
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 log = logging.getLogger("streamcam")
@@ -62,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error already printed
+        return int(exit_.code or 0)
     _configure_logging(args.debug)
+    _quiet_opencv(args.debug)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _run(args)
@@ -128,8 +126,20 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def _configure_logging(debug: bool) -> None:
-    logging.basicConfig(format="streamcam: %(message)s", level=logging.WARNING)
-    logging.getLogger("streamcam").setLevel(logging.DEBUG if debug else logging.INFO)
+    """streamcam's own messages, one line each, on the current stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("streamcam: %(message)s"))
+    log.handlers = [handler]
+    log.propagate = False
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _quiet_opencv(debug: bool) -> None:
+    """OpenCV's warnings (a missing camera, a failed probe) would bury our one-line errors."""
+    import cv2
+
+    levels = cv2.utils.logging
+    levels.setLogLevel(levels.LOG_LEVEL_WARNING if debug else levels.LOG_LEVEL_SILENT)
 
 
 def _version() -> str:

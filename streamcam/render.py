@@ -44,6 +44,10 @@ class HeatmapOverlay:
         """(B, H, W, 3) uint8 frames and (B, h, w) maps in [0, 1] -> (B, H, W, 3) uint8 overlays."""
         if images.device.type == "cpu":
             return torch.from_numpy(np.stack([self.blend_host(i, m) for i, m in zip(images.numpy(), maps.numpy())]))
+        return self.blend_device(images, maps)
+
+    def blend_device(self, images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """The batched torch kernel (any device): upsample, JET lookup, blend."""
         height, width = images.shape[1:3]
         upsampled = F.interpolate(maps[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)
         index = (upsampled[:, 0].clamp(0, 1) * 255).round().long()

