@@ -42,7 +42,8 @@ class Explainer:
         self.method = make_method(method)
         loaded = load_model(model, weights=weights, labels=labels)
         self.model_name = loaded.name
-        self.model = loaded.module.to(self.device)
+        # Channels-last convolutions run 1.2-1.6x faster on the CPU (scripts/bench.py); results are unchanged.
+        self.model = loaded.module.to(self.device, memory_format=torch.channels_last)
         self.labels = loaded.labels
         self.input_size = loaded.input_size
         self.layer = loaded.anatomy.resolve_layer(layer, loaded.name)

@@ -50,7 +50,8 @@ class Preprocessor:
             x = x.float()
         else:
             x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True)
-        return (x * self._scale + self._shift).contiguous()
+        # Channels-last, the layout the model runs fastest in on the CPU (see Explainer).
+        return (x * self._scale + self._shift).contiguous(memory_format=torch.channels_last)
 
     def __call__(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
         """Frames of any sizes -> (B, 3, S, S); same-sized runs travel as one batch."""

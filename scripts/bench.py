@@ -1,0 +1,190 @@
+"""Benchmarks, measured side by side in one run (the machine is shared and noisy: compare ratios).
+
+1. Model throughput: images/s of the plain forward pass vs streamcam's CAM
+   (forward + fused contraction + normalisation), at batch 1 and 8, on the same
+   preprocessed tensors, rounds interleaved.
+2. End to end: fps of the pipeline (``streamcam in.mp4 -o out.mp4``) vs a naive
+   one-frame-at-a-time read -> explain -> overlay -> write loop, on the same clip,
+   written two ways: with plain torch + OpenCV as a user would without streamcam
+   (the model as loaded, host preprocessing, a forward hook, CAM, cv2 overlay), and
+   through ``streamcam.Explainer`` one frame at a time (same engine, no pipeline),
+   which isolates what the threads and batching add.
+
+    python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+import streamcam
+from streamcam.demo import pan_frames, photo, write_clip
+from streamcam.render import draw_predictions
+from streamcam.types import Prediction
+
+
+def interleaved(candidates: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Run each candidate once per round, alternating, and keep each one's median rate."""
+    rates: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, measure in candidates.items():
+            rates[name].append(measure())
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def rate(work: Callable[[], None], items: int, seconds: float, sync: Callable[[], None]) -> float:
+    """Items per second of ``work``, repeated for about ``seconds`` after one warm-up."""
+    work()
+    sync()
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        work()
+        done += items
+    sync()
+    return done / (time.perf_counter() - started)
+
+
+def model_throughput(ex: streamcam.Explainer, rounds: int, seconds: float) -> None:
+    sync = torch.cuda.synchronize if ex.device.type == "cuda" else (lambda: None)
+    frames = [photo("chelsea")] * 8
+    print("\n## Model throughput (images/s)\n")
+    print("| batch | plain forward | streamcam CAM | CAM overhead |")
+    print("|---|---|---|---|")
+    for batch in (1, 8):
+        x = ex.preprocess(frames[:batch])
+
+        def plain() -> None:
+            with torch.inference_mode():
+                ex.model(x)
+
+        result = interleaved(
+            {
+                "forward": lambda: rate(plain, batch, seconds, sync),
+                "cam": lambda: rate(lambda: ex.explain_tensor(x), batch, seconds, sync),
+            },
+            rounds,
+        )
+        overhead = result["forward"] / result["cam"] - 1
+        print(f"| {batch} | {result['forward']:.1f} | {result['cam']:.1f} | {overhead * 100:+.1f} % |")
+
+
+def naive_loop(explain: Callable[[np.ndarray], tuple[int, str, float, np.ndarray]], source: Path, output: Path) -> int:
+    """One frame at a time, all in one thread: read -> explain -> overlay -> write."""
+    capture = cv2.VideoCapture(str(source))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    count = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        class_id, label, score, cam = explain(frame)
+        heatmap = cv2.resize(cam, size, interpolation=cv2.INTER_LINEAR)
+        heat = cv2.applyColorMap(np.clip(heatmap * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+        image = cv2.addWeighted(frame, 0.5, heat, 0.5, 0)
+        draw_predictions(image, [Prediction(class_id, label, score)])
+        writer.write(image)
+        count += 1
+    writer.release()
+    capture.release()
+    return count
+
+
+def explain_with_streamcam(ex: streamcam.Explainer) -> Callable:
+    def explain(frame: np.ndarray) -> tuple[int, str, float, np.ndarray]:
+        res = ex([frame])
+        return int(res.class_ids[0, 0]), res.labels[0][0], float(res.scores[0, 0]), res.maps[0, 0].cpu().numpy()
+
+    return explain
+
+
+def explain_with_plain_torch(name: str, device: torch.device) -> Callable:
+    """CAM as a user writes it without streamcam: the model as loaded (NCHW), host preprocessing, a hook."""
+    loaded = streamcam.load_model(name)
+    model = loaded.module.to(device)
+    layer = model.get_submodule(loaded.anatomy.default_layer)
+    weight = model.get_submodule(loaded.anatomy.classifier).weight
+    mean, std = np.array(loaded.mean, np.float32), np.array(loaded.std, np.float32)
+    captured = {}
+    layer.register_forward_hook(lambda _m, _i, output: captured.update(features=output))
+
+    def explain(frame: np.ndarray) -> tuple[int, str, float, np.ndarray]:
+        rgb = cv2.cvtColor(cv2.resize(frame, (loaded.input_size,) * 2, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        x = torch.from_numpy(((rgb / np.float32(255) - mean) / std).transpose(2, 0, 1).copy())[None].to(device)
+        with torch.no_grad():
+            probabilities = model(x).softmax(1)[0]
+            class_id = int(probabilities.argmax())
+            cam = torch.einsum("k,khw->hw", weight[class_id], captured["features"][0]).relu()
+            cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
+        return class_id, loaded.labels[class_id], float(probabilities[class_id]), cam.cpu().numpy()
+
+    return explain
+
+
+def end_to_end(ex: streamcam.Explainer, rounds: int, frames: int, sizes: list[tuple[int, int]], batch: int) -> None:
+    print(f"\n## End to end: `streamcam in.mp4 -o out.mp4` vs naive loops ({frames} frames, pipeline batch {batch})\n")
+    print("| clip | naive loop, plain torch | naive loop, streamcam.Explainer | streamcam pipeline | vs plain | vs Explainer |")
+    print("|---|---|---|---|---|---|")
+    plain = explain_with_plain_torch(ex.model_name, ex.device)
+    ours = explain_with_streamcam(ex)
+    with tempfile.TemporaryDirectory() as folder:
+        for size in sizes:
+            clip = Path(folder) / f"clip_{size[0]}x{size[1]}.mp4"
+            write_clip(clip, (f for f, _ in pan_frames(photo("chelsea"), size, frames)), 30.0)
+            out = Path(folder) / "out.mp4"
+
+            def pipeline() -> float:
+                summary = streamcam.run(clip, out, display=False, batch=batch, explainer=ex)
+                return summary.frames / summary.seconds
+
+            def naive(explain: Callable) -> Callable[[], float]:
+                def measure() -> float:
+                    started = time.perf_counter()
+                    count = naive_loop(explain, clip, out)
+                    return count / (time.perf_counter() - started)
+
+                return measure
+
+            result = interleaved({"plain": naive(plain), "explainer": naive(ours), "pipeline": pipeline}, rounds)
+            print(
+                f"| {size[0]}x{size[1]} | {result['plain']:.1f} | {result['explainer']:.1f} | {result['pipeline']:.1f} "
+                f"| {result['pipeline'] / result['plain']:.2f}x | {result['pipeline'] / result['explainer']:.2f}x |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", default=streamcam.DEFAULT_MODEL)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per throughput measurement")
+    parser.add_argument("--frames", type=int, default=150, help="frames in each end-to-end clip")
+    parser.add_argument("--batch", type=int, default=8, help="pipeline batch size")
+    parser.add_argument("--sizes", default="640x360,1280x720")
+    args = parser.parse_args()
+
+    ex = streamcam.Explainer(model=args.model, device=args.device)
+    device = torch.cuda.get_device_name(ex.device) if ex.device.type == "cuda" else platform.processor() or "cpu"
+    print("# streamcam benchmark\n")
+    print(f"- device: {ex.device} ({device}), {torch.get_num_threads()} torch threads")
+    print(f"- python {platform.python_version()}, torch {torch.__version__}, opencv {cv2.__version__}, "
+          f"numpy {np.__version__}, streamcam {streamcam.__version__}")
+    print(f"- model: {ex.model_name}, layer {ex.layer}, input {ex.input_size}x{ex.input_size}")
+    model_throughput(ex, args.rounds, args.seconds)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    end_to_end(ex, args.rounds, args.frames, sizes, args.batch)
+
+
+if __name__ == "__main__":
+    main()
