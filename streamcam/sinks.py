@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import InputError, StreamcamError
 from .render import draw_hud
+from .resource import Resource
 from .types import AnnotatedFrame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", 
 _QUIT_KEYS = {ord("q"), ord("Q"), 27}  # q, Esc
 
 
-class Sink(ABC):
+class Sink(Resource, ABC):
     """A destination for annotated frames."""
 
     stop_requested = False  # set by a sink whose user asked to stop (the window's q / Esc)
@@ -38,14 +39,6 @@ class Sink(ABC):
     def write(self, annotated: AnnotatedFrame) -> None:
         """Take one annotated frame."""
 
-    def close(self) -> None:
-        """Finalise; safe to call twice."""
-
-    def __enter__(self) -> Sink:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 class WindowSink(Sink):

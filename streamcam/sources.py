@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .resource import Resource
 from .types import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ _OPEN_TIMEOUT_MS = 5000
 _FALLBACK_FPS = 30.0
 
 
-class Source(ABC):
+class Source(Resource, ABC):
     """A stream of frames with known properties; use it as a context manager."""
 
     info: VideoInfo
@@ -44,14 +45,6 @@ class Source(ABC):
     def frames(self) -> Iterator[Frame]:
         """Yield frames in order, from the first."""
 
-    def close(self) -> None:
-        """Release what the source holds; safe to call twice."""
-
-    def __enter__(self) -> Source:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 class CaptureSource(Source):
