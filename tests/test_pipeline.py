@@ -231,3 +231,55 @@ def test_batcher_waits_no_longer_than_its_deadline():
     for item in ("b", "c", END):
         buffer.put(item, stop)
     assert next_batch(buffer, 8, 0.1, stop) == (["b", "c"], True)
+
+
+def test_http_stream_of_a_file_is_read_whole(tmp_path, tiny_explainer):
+    """A URL source: a clip served over HTTP on loopback reports its length, so every frame is delivered."""
+    import functools
+    import http.server
+
+    make_pan_video(tmp_path / "clip.mp4", count=15)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+        with streamcam.open_source([url]) as opened:
+            assert not opened.live
+            annotated = list(annotate(opened, tiny_explainer, batch=4))
+    finally:
+        server.shutdown()
+    assert [a.frame.index for a in annotated] == list(range(15))
+
+
+def test_progress_bar_for_inputs_of_known_length(tmp_path, tiny_explainer, capsys):
+    source = make_pan_video(tmp_path / "in.mp4", count=10)
+    streamcam.run(source, display=False, progress=True, explainer=tiny_explainer)
+    assert "10/10" in capsys.readouterr().err
+
+
+def test_q_in_the_window_stops_the_run(tmp_path, tiny_explainer, monkeypatch):
+    """The window sink's key handling, with OpenCV's GUI calls stubbed (no display here)."""
+    shown = []
+    monkeypatch.setattr(streamcam.sinks, "display_available", lambda: True)
+    monkeypatch.setattr(cv2, "namedWindow", lambda *a: None)
+    monkeypatch.setattr(cv2, "destroyWindow", lambda *a: None)
+    monkeypatch.setattr(cv2, "imshow", lambda title, image: shown.append(image.shape))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: ord("q") if len(shown) == 5 else -1)
+    source = make_pan_video(tmp_path / "in.mp4", count=40)
+    summary = streamcam.run(source, tmp_path / "out.mp4", explainer=tiny_explainer)
+    assert summary.stopped_by_user and summary.frames == 5 and len(shown) == 5
+    frames, _ = read_video(tmp_path / "out.mp4")
+    assert len(frames) == 5  # the recording holds what was shown
+    assert not streamcam_threads()
+
+
+@pytest.mark.cuda
+def test_pipeline_on_cuda_blends_on_the_device(tmp_path, cat):
+    ex = streamcam.Explainer(device="cuda")
+    source = make_pan_video(tmp_path / "in.mp4", count=20, size=(640, 360))
+    summary = streamcam.run(source, tmp_path / "out.mp4", display=False, explainer=ex)
+    frames, fps = read_video(tmp_path / "out.mp4")
+    assert summary.frames == len(frames) == 20 and fps == pytest.approx(29.97, abs=1e-3)
+    assert ex([cat]).labels[0][0] == "Egyptian cat"
