@@ -23,7 +23,7 @@ _PASS_THROUGH = re.compile(r"Pool|Identity|Dropout|Flatten", re.IGNORECASE)
 _LISTED_CANDIDATES = 12
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Anatomy:
     """What one probing forward pass revealed about a classifier."""
 
@@ -33,6 +33,7 @@ class Anatomy:
     default_layer: str  # the last block before global pooling
     classifier: str | None  # the final nn.Linear, when its output is the model's output
     gap_layers: frozenset[str]  # layers whose spatial mean is exactly the classifier's input
+    sizes: dict[str, tuple[int, int]]  # candidate -> (h, w) of its output on the probe image
 
     def resolve_layer(self, name: str | None, model_name: str = "the model") -> str:
         """Return the layer to explain, or raise an InputError listing the candidates."""
@@ -50,19 +51,48 @@ class Anatomy:
             f"Candidates (the last {len(shown)} blocks; nested modules work too): {', '.join(shown)}"
         )
 
+    def stage_layers(self, count: int = 4) -> list[str]:
+        """The outputs of the last ``count`` stages, ending with the default layer.
+
+        A stage is the largest block at one feature resolution (the one holding
+        the most other blocks; the last one on a tie): layer1..layer4 of a ResNet;
+        blocks.1, blocks.2, blocks.4 and bn2 of EfficientNet-Lite0.
+        """
+        blocks = list(self.blocks[: self.blocks.index(self.default_layer)])
+        by_size: dict[tuple[int, int], list[str]] = {}
+        for name in blocks:
+            if self.sizes[name] != self.sizes[self.default_layer]:
+                by_size.setdefault(self.sizes[name], []).append(name)
+
+        def size_rank(name: str) -> tuple[int, int]:
+            inside = sum(other.startswith(name + ".") for other in blocks)
+            return inside, blocks.index(name)
+
+        ends = [max(names, key=size_rank) for names in by_size.values()]
+        return (sorted(ends, key=blocks.index) + [self.default_layer])[-count:]
+
 
 def probe(module: nn.Module, input_size: int) -> Anatomy:
     """Run one forward pass on a random image and record what each module produced."""
     order = itertools.count()
     spatial: dict[str, int] = {}  # name -> order of its last call
+    sizes: dict[str, tuple[int, int]] = {}
     pooled: dict[str, torch.Tensor] = {}  # name -> spatial mean of its output
     linear: dict[str, tuple[int, torch.Tensor, torch.Tensor]] = {}  # name -> (order, input, output)
 
     def record(name: str, layer: nn.Module):
         def hook(_module: nn.Module, inputs: tuple, output: object) -> None:
             step = next(order)
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[2] * output.shape[3] > 1:
+            # The probe image is square, so true feature maps are too; this skips channels-last
+            # tensors (B, h, w, C) such as those inside ConvNeXt blocks.
+            if (
+                isinstance(output, torch.Tensor)
+                and output.dim() == 4
+                and output.shape[2] > 1
+                and abs(output.shape[2] - output.shape[3]) <= 1
+            ):
                 spatial[name] = step
+                sizes[name] = (output.shape[2], output.shape[3])
                 pooled[name] = output.mean(dim=(2, 3))
             if isinstance(layer, nn.Linear) and isinstance(output, torch.Tensor):
                 linear[name] = (step, inputs[0], output)
@@ -106,6 +136,7 @@ def probe(module: nn.Module, input_size: int) -> Anatomy:
         default_layer=preferred[-1],
         classifier=classifier,
         gap_layers=gap_layers,
+        sizes=sizes,
     )
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from .backends import TorchBackend, check_backend
 from .errors import InputError
-from .explainers import MethodInput, make_method
+from .explainers import METHODS, GradCAM, Method, MethodInput, make_method
 from .models import DEFAULT_MODEL, load_model
 from .preprocess import Preprocessor
 from .types import Explanation
@@ -23,6 +23,7 @@ class Explainer:
 
     >>> ex = Explainer()                       # EfficientNet-Lite0, ImageNet, CAM
     >>> res = ex([bgr_frame])                  # res.class_ids, .scores, .labels, .maps
+    >>> ex = Explainer("resnet50", method="gradcam", layers="auto")   # + res.layer_maps per stage
     """
 
     def __init__(
@@ -36,24 +37,44 @@ class Explainer:
         backend: str = "auto",
         weights: str | Path | None = None,
         target_class: int | str | None = None,
+        layers: str | Sequence[str] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.backend_name = check_backend(backend)
-        self.method = make_method(method)
+        method_instance = make_method(method)
         loaded = load_model(model, weights=weights, labels=labels)
         self.model_name = loaded.name
+        self.anatomy = loaded.anatomy
         # Channels-last convolutions run 1.2-1.6x faster on the CPU (scripts/bench.py); results are unchanged.
         self.model = loaded.module.to(self.device, memory_format=torch.channels_last)
         self.labels = loaded.labels
         self.input_size = loaded.input_size
-        self.layer = loaded.anatomy.resolve_layer(layer, loaded.name)
-        self.classifier_weight = self._classifier_weight(loaded.anatomy)
+        self.layer = self.anatomy.resolve_layer(layer, loaded.name)
+        # The classifier rows CAM reads; None where the layer does not feed a GAP + linear head.
+        self.classifier_weight = (
+            self.model.get_submodule(self.anatomy.classifier).weight.detach()
+            if self.layer in self.anatomy.gap_layers
+            else None
+        )
+        self.method = self._checked(method_instance)
+        self.layers = self._resolve_layers(layers)
+        self.grid_layers = self.layers or self.anatomy.stage_layers()
         if top_k < 1 or top_k > len(self.labels):
             raise InputError(f"top-k must be between 1 and {len(self.labels)} (the number of classes), not {top_k}")
         self.top_k = top_k
         self.target_class = None if target_class is None else self.class_index(target_class)
         self.preprocess = Preprocessor(loaded.input_size, loaded.mean, loaded.std, self.device)
-        self.backend = TorchBackend(self.model, self.layer)
+        self.backend = TorchBackend(self.model)
+        self._fallback = GradCAM()
+
+    @property
+    def available_methods(self) -> list[str]:
+        """The methods this model and layer can serve (CAM only on a GAP + linear head)."""
+        return [name for name, cls in METHODS.items() if not cls.needs_gap_linear or self.classifier_weight is not None]
+
+    def set_method(self, name: str) -> None:
+        """Switch the explanation method; takes effect from the next batch."""
+        self.method = self._checked(make_method(name))
 
     def class_index(self, target: int | str) -> int:
         """Resolve a class id or a label (case-insensitive) to a class id."""
@@ -75,37 +96,85 @@ class Explainer:
 
     __call__ = explain
 
-    def explain_tensor(self, x: torch.Tensor) -> Explanation:
-        """Explain an already preprocessed (B, 3, S, S) batch on ``self.device``."""
-        result = self.backend.forward(x)
-        probabilities = result.logits.float().softmax(dim=1)
-        if self.target_class is None:
-            scores, class_ids = probabilities.topk(self.top_k, dim=1)
-        else:
-            class_ids = torch.full((x.shape[0], 1), self.target_class, dtype=torch.int64, device=x.device)
-            scores = probabilities.gather(1, class_ids)
-        maps = self.method(MethodInput(result.features, class_ids, self.classifier_weight))
+    def explain_tensor(self, x: torch.Tensor, layers: Sequence[str] | None = None) -> Explanation:
+        """Explain an already preprocessed (B, 3, S, S) batch on ``self.device``.
+
+        ``layers`` (default: ``self.layers``) adds one map set per layer in
+        ``res.layer_maps``. One forward pass serves every layer, and one backward
+        pass every frame, target and layer that needs gradients.
+        """
+        extra = list(self.layers if layers is None else layers)
+        every = list(dict.fromkeys([self.layer, *extra]))
+        method_of = {name: self.method_for(name) for name in every}
+        needs_grad = [name for name in every if method_of[name].needs_grad]
+        result = self.backend.forward(x, every, track_gradients=bool(needs_grad))
+        class_ids, scores = self._targets(result.logits.detach())
+        gradients = self.backend.gradients(result, class_ids, needs_grad) if needs_grad else {}
+        input_gradients = (
+            self.backend.input_gradients(x, class_ids)
+            if any(method_of[name].needs_input_grad for name in every)
+            else None
+        )
+        maps = {
+            name: method_of[name](
+                MethodInput(
+                    features=result.features[name].detach(),
+                    class_ids=class_ids,
+                    classifier_weight=self.classifier_weight,
+                    gradients=gradients.get(name),
+                    input_gradients=input_gradients,
+                )
+            )
+            for name in every
+        }
         ids = class_ids.tolist()  # the one small host copy the labels need
         return Explanation(
             class_ids=class_ids,
             scores=scores,
             labels=[[self.labels[i] for i in row] for row in ids],
-            maps=maps,
+            maps=maps[self.layer],
             method=self.method.name,
             layer=self.layer,
+            layer_maps={name: maps[name] for name in extra},
+            layer_methods={name: method_of[name].name for name in extra},
         )
 
-    def _classifier_weight(self, anatomy) -> torch.Tensor | None:
-        if not self.method.needs_gap_linear:
-            return None
-        if self.layer not in anatomy.gap_layers:
+    def method_for(self, layer: str) -> Method:
+        """The method that explains ``layer``: the chosen one, or Grad-CAM where CAM does not apply.
+
+        CAM is only defined at the layer that feeds a GAP + linear head; elsewhere
+        Grad-CAM is its generalisation (and equals it at that layer).
+        """
+        if self.method.needs_gap_linear and layer not in self.anatomy.gap_layers:
+            return self._fallback
+        return self.method
+
+    def _targets(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities = logits.float().softmax(dim=1)
+        if self.target_class is None:
+            scores, class_ids = probabilities.topk(self.top_k, dim=1)
+            return class_ids, scores
+        class_ids = torch.full((logits.shape[0], 1), self.target_class, dtype=torch.int64, device=logits.device)
+        return class_ids, probabilities.gather(1, class_ids)
+
+    def _checked(self, method: Method) -> Method:
+        if method.needs_gap_linear and self.classifier_weight is None:
             where = (
                 f"layer '{self.layer}' does not feed the classifier through global average pooling"
-                if anatomy.gap_layers
+                if self.anatomy.gap_layers
                 else f"{self.model_name}'s head is not global average pooling + one linear layer"
             )
-            raise InputError(f"{self.method.name} needs a GAP + linear head, but {where}; use --method gradcam")
-        return self.model.get_submodule(anatomy.classifier).weight.detach()
+            raise InputError(f"{method.name} needs a GAP + linear head, but {where}; use --method gradcam")
+        return method
+
+    def _resolve_layers(self, layers: str | Sequence[str] | None) -> list[str]:
+        if layers is None:
+            return []
+        if isinstance(layers, str):
+            if layers == "auto":
+                return self.anatomy.stage_layers()
+            layers = [name.strip() for name in layers.split(",") if name.strip()]
+        return [self.anatomy.resolve_layer(name, self.model_name) for name in layers]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

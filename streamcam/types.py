@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -51,6 +51,10 @@ class Explanation:
     maps: torch.Tensor  # (B, k, h, w) float32 in [0, 1]
     method: str
     layer: str
+    # Multi-layer view: one map set per extra layer, and the method that made it
+    # (Grad-CAM stands in for CAM away from the pooling layer).
+    layer_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    layer_methods: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import streamcam
-from streamcam.backends.hooks import capture_output
+from streamcam.backends.hooks import capture_outputs
 from streamcam.explainers import normalise_maps
 
 from conftest import TinyFcNet
@@ -29,9 +29,9 @@ def naive_cam(features: torch.Tensor, weight: torch.Tensor, class_ids: torch.Ten
 
 
 def layer_output(explainer: streamcam.Explainer, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad(), capture_output(explainer.model, explainer.layer) as captured:
+    with torch.no_grad(), capture_outputs(explainer.model, [explainer.layer]) as captured:
         explainer.model(x)
-    return captured.output
+    return captured[explainer.layer]
 
 
 def test_fused_cam_matches_naive_formula_on_tiny_net(tiny_gap_net):

@@ -1,4 +1,4 @@
-"""Engines that run a model and hand back logits and feature maps."""
+"""Engines that run a model and hand back logits, feature maps and gradients."""
 
 from __future__ import annotations
 

@@ -2,34 +2,78 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .hooks import capture_output
+from .hooks import capture_outputs, guided_activations
 
 
 @dataclass(frozen=True, eq=False)
 class ForwardResult:
-    """The class scores and the explained layer's activations for one batch."""
+    """The class scores and the explained layers' activations for one batch."""
 
-    logits: torch.Tensor  # (B, C)
-    features: torch.Tensor  # (B, K, h, w)
+    logits: torch.Tensor  # (B, C); attached to the autograd graph when gradients are tracked
+    features: dict[str, torch.Tensor]  # layer name -> (B, K, h, w)
 
 
 class TorchBackend:
-    """Runs an eval-mode module and hands back its logits and the explained layer's output."""
+    """Runs an eval-mode module; hands back logits, activations and, on demand, gradients."""
 
     name = "torch"
     supports_gradients = True
 
-    def __init__(self, model: nn.Module, layer: str) -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.layer = layer
 
-    def forward(self, x: torch.Tensor) -> ForwardResult:
-        """One forward pass in inference mode; the hook exists only during the call."""
-        with torch.inference_mode(), capture_output(self.model, self.layer) as captured:
+    def forward(self, x: torch.Tensor, layers: Sequence[str], track_gradients: bool = False) -> ForwardResult:
+        """One forward pass; the hooks exist only during the call.
+
+        Without gradients it runs in inference mode. With them, the layers before
+        the first explained layer still run without autograd (see
+        :func:`capture_outputs`): a backward pass then costs about what the part
+        of the network after that layer costs, not a whole second pass.
+        """
+        mode = torch.no_grad() if track_gradients else torch.inference_mode()
+        with mode, capture_outputs(self.model, layers, track_gradients) as captured:
             logits = self.model(x)
-        return ForwardResult(logits=logits, features=captured.output)
+        return ForwardResult(logits=logits, features=dict(captured))
+
+    def gradients(self, result: ForwardResult, class_ids: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``dy_c/dA`` for every frame and target, (B, k, K, h, w) per layer, from one backward pass.
+
+        Frames are independent in an eval-mode CNN, so summing the targets' scores
+        over the batch gives every frame its own gradient; the k targets are
+        batched through ``is_grads_batched``. Parameters get no ``.grad``.
+        """
+        inputs = [result.features[name] for name in layers]
+        grads = target_gradients(result.logits.gather(1, class_ids), inputs)
+        return dict(zip(layers, grads))
+
+    def input_gradients(self, x: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """Guided-backpropagation gradients of the targets' scores w.r.t. the input: (B, k, 3, S, S)."""
+        x = x.detach().requires_grad_()
+        with torch.enable_grad(), guided_activations(self.model):
+            logits = self.model(x)
+            (grads,) = target_gradients(logits.gather(1, class_ids), [x])
+        return grads
+
+
+def target_gradients(selected: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Gradients of each target column of ``selected`` (B, k) w.r.t. ``inputs``: each (B, k, *input.shape[1:])."""
+    targets = selected.shape[1]
+    if targets == 1:
+        return [g.unsqueeze(1) for g in torch.autograd.grad(selected.sum(), inputs)]
+    # One backward for all k targets: grad_outputs is a batch of k one-hot selections.
+    one_hot = torch.eye(targets, dtype=selected.dtype, device=selected.device)[:, None, :]
+    grad_outputs = one_hot.expand(targets, *selected.shape)
+    try:
+        grads = torch.autograd.grad(selected, inputs, grad_outputs=grad_outputs, is_grads_batched=True)
+    except RuntimeError:  # an op without a batching rule: one backward per target instead
+        per_target = [
+            torch.autograd.grad(selected[:, j].sum(), inputs, retain_graph=j < targets - 1) for j in range(targets)
+        ]
+        grads = tuple(torch.stack(parts) for parts in zip(*per_target))
+    return [g.movedim(0, 1) for g in grads]

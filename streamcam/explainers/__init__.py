@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from ..errors import InputError
-from .base import Method, MethodInput, normalise_maps
+from .base import ChannelWeightedMethod, Method, MethodInput, normalise_maps
 from .cam import CAM
+from .eigencam import EigenCAM
+from .gradcam import Counterfactual, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from .guided import GuidedBackprop, GuidedGradCAM
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (CAM,)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls
+    for cls in (
+        CAM, GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM, Counterfactual,
+        GuidedBackprop, GuidedGradCAM,
+    )
+}
 
 
 def make_method(name: str) -> Method:
@@ -17,4 +26,8 @@ def make_method(name: str) -> Method:
         raise InputError(f"unknown method '{name}': choose one of {', '.join(METHODS)}") from None
 
 
-__all__ = ["CAM", "METHODS", "Method", "MethodInput", "make_method", "normalise_maps"]
+__all__ = [
+    "CAM", "METHODS", "ChannelWeightedMethod", "Counterfactual", "EigenCAM", "GradCAM", "GradCAMPlusPlus",
+    "GuidedBackprop", "GuidedGradCAM", "HiResCAM", "LayerCAM", "Method", "MethodInput", "XGradCAM",
+    "make_method", "normalise_maps",
+]

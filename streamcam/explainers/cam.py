@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method, MethodInput
+from .base import ChannelWeightedMethod, MethodInput
 
 
-class CAM(Method):
+class CAM(ChannelWeightedMethod):
     """``M_c(x, y) = sum_k w_k^c A_k(x, y)``, with ``w^c`` the classifier row of class c.
 
     For a whole batch and its top-k classes this is one batched matmul on the
@@ -17,8 +17,5 @@ class CAM(Method):
     name = "cam"
     needs_gap_linear = True
 
-    def raw_maps(self, inputs: MethodInput) -> torch.Tensor:
-        features = inputs.features
-        batch, channels, height, width = features.shape
-        rows = inputs.classifier_weight[inputs.class_ids].to(features.dtype)  # (B, k, K)
-        return torch.bmm(rows, features.reshape(batch, channels, height * width)).view(batch, -1, height, width)
+    def channel_weights(self, inputs: MethodInput) -> torch.Tensor:
+        return inputs.classifier_weight[inputs.class_ids]
