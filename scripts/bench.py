@@ -3,6 +3,11 @@
 1. Model throughput: images/s of the plain forward pass vs streamcam's CAM
    (forward + fused contraction + normalisation), at batch 1 and 8, on the same
    preprocessed tensors, rounds interleaved.
+1b. Methods: images/s of every streamcam method at batch 1 and 8, and of
+   pytorch-grad-cam's GradCAM and GradCAM++ on the same model, batch and tensors
+   (when the package is importable: it is not a streamcam dependency; install it
+   beside, e.g. ``pip install --no-deps --target /tmp/gcsite grad-cam ttach`` and
+   run with ``PYTHONPATH=/tmp/gcsite``).
 2. End to end: fps of the pipeline (``streamcam in.mp4 -o out.mp4``) vs a naive
    one-frame-at-a-time read -> explain -> overlay -> write loop, on the same clip,
    written two ways: with plain torch + OpenCV as a user would without streamcam
@@ -10,7 +15,7 @@
    through ``streamcam.Explainer`` one frame at a time (same engine, no pipeline),
    which isolates what the threads and batching add.
 
-    python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200]
+    python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200] [--sections throughput,methods,e2e]
 """
 
 from __future__ import annotations
@@ -76,6 +81,65 @@ def model_throughput(ex: streamcam.Explainer, rounds: int, seconds: float) -> No
         )
         overhead = result["forward"] / result["cam"] - 1
         print(f"| {batch} | {result['forward']:.1f} | {result['cam']:.1f} | {overhead * 100:+.1f} % |")
+
+
+def method_throughput(ex: streamcam.Explainer, rounds: int, seconds: float) -> None:
+    """Every streamcam method vs pytorch-grad-cam, side by side."""
+    sync = torch.cuda.synchronize if ex.device.type == "cuda" else (lambda: None)
+    frames = [photo("chelsea"), photo("coffee")] * 4
+    methods = [m for m in ex.available_methods if m not in ("guided-backprop", "guided-gradcam")]
+    methods += ["guided-gradcam"]
+    reference = pytorch_grad_cam_methods(ex)
+    print("\n## Methods (images/s; ratio to the plain forward pass)\n")
+    if not reference:
+        print("pytorch-grad-cam is not importable here: its columns are left out.\n")
+    print("| method | batch 1 | batch 8 |")
+    print("|---|---|---|")
+    rows: dict[str, list[str]] = {}
+    for batch in (1, 8):
+        x = ex.preprocess(frames[:batch])
+
+        def plain() -> None:
+            with torch.inference_mode():
+                ex.model(x)
+
+        def ours(method: str) -> Callable[[], float]:
+            def measure() -> float:
+                ex.set_method(method)
+                return rate(lambda: ex.explain_tensor(x), batch, seconds, sync)
+
+            return measure
+
+        def theirs(factory: Callable) -> Callable[[], float]:
+            def measure() -> float:
+                with factory(model=ex.model, target_layers=[ex.model.get_submodule(ex.layer)]) as cam:
+                    speed = rate(lambda: cam(input_tensor=x, targets=None), batch, seconds, sync)
+                ex.model.zero_grad(set_to_none=True)  # it fills every parameter's .grad
+                return speed
+
+            return measure
+
+        candidates = {"plain forward": lambda: rate(plain, batch, seconds, sync)}
+        candidates.update({f"streamcam {m}": ours(m) for m in methods})
+        candidates.update({f"pytorch-grad-cam {name}": theirs(f) for name, f in reference.items()})
+        result = interleaved(candidates, rounds)
+        base = result["plain forward"]
+        for name, value in result.items():
+            rows.setdefault(name, []).append(f"{value:.1f} ({value / base:.2f}x)")
+        for name in reference:
+            ratio = result["streamcam " + name.lower()] / result[f"pytorch-grad-cam {name}"]
+            rows.setdefault(f"**streamcam / pytorch-grad-cam, {name}**", []).append(f"**{ratio:.2f}x**")
+    ex.set_method("cam" if "cam" in ex.available_methods else "gradcam")
+    for name, cells in rows.items():
+        print(f"| {name} | {' | '.join(cells)} |")
+
+
+def pytorch_grad_cam_methods(ex: streamcam.Explainer) -> dict[str, Callable]:
+    try:
+        from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    except ImportError:
+        return {}
+    return {"GradCAM": GradCAM, "GradCAM++": GradCAMPlusPlus}
 
 
 def naive_loop(explain: Callable[[np.ndarray], tuple[int, str, float, np.ndarray]], source: Path, output: Path) -> int:
@@ -172,18 +236,25 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150, help="frames in each end-to-end clip")
     parser.add_argument("--batch", type=int, default=8, help="pipeline batch size")
     parser.add_argument("--sizes", default="640x360,1280x720")
+    parser.add_argument("--weights", default=None, help="for --model: a file, or 'random'")
+    parser.add_argument("--sections", default="throughput,methods,e2e")
     args = parser.parse_args()
+    sections = args.sections.split(",")
 
-    ex = streamcam.Explainer(model=args.model, device=args.device)
+    ex = streamcam.Explainer(model=args.model, device=args.device, weights=args.weights)
     device = torch.cuda.get_device_name(ex.device) if ex.device.type == "cuda" else platform.processor() or "cpu"
     print("# streamcam benchmark\n")
     print(f"- device: {ex.device} ({device}), {torch.get_num_threads()} torch threads")
     print(f"- python {platform.python_version()}, torch {torch.__version__}, opencv {cv2.__version__}, "
           f"numpy {np.__version__}, streamcam {streamcam.__version__}")
     print(f"- model: {ex.model_name}, layer {ex.layer}, input {ex.input_size}x{ex.input_size}")
-    model_throughput(ex, args.rounds, args.seconds)
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    end_to_end(ex, args.rounds, args.frames, sizes, args.batch)
+    if "throughput" in sections:
+        model_throughput(ex, args.rounds, args.seconds)
+    if "methods" in sections:
+        method_throughput(ex, args.rounds, args.seconds)
+    if "e2e" in sections:
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+        end_to_end(ex, args.rounds, args.frames, sizes, args.batch)
 
 
 if __name__ == "__main__":

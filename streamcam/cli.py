@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 
+from .explainers import METHODS
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 log = logging.getLogger("streamcam")
 
@@ -41,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--weights", help="a state dict or whole saved model; 'random' keeps an untrained net")
     model.add_argument("--labels", help="class names, one a line")
     model.add_argument("--layer", help="the module to explain (default: the last block before global pooling)")
-    model.add_argument("--method", default="cam", help="explanation method (default: cam)")
+    model.add_argument("--method", default="cam", help=f"explanation method: {', '.join(METHODS)} (default: cam)")
+    model.add_argument("--layers", metavar="A,B,C|auto", help="multi-layer grid: the frame once per layer; auto = each stage's output")
     model.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:N")
     model.add_argument("--backend", default="auto", help="auto (default) or torch")
     model.add_argument("--batch", type=int, default=8, help="frames per inference batch (default 8)")
@@ -104,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
             weights=args.weights,
             labels=args.labels,
             layer=args.layer,
+            layers=args.layers,
             method=args.method,
             device=args.device,
             backend=args.backend,

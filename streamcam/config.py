@@ -23,6 +23,7 @@ class RunConfig:
     weights: str | None = None
     labels: str | None = None
     layer: str | None = None
+    layers: str | tuple[str, ...] | None = None  # multi-layer grid: names, "a,b,c", or "auto"
     method: str = "cam"
     device: str = "auto"
     backend: str = "auto"

@@ -8,6 +8,7 @@ The overlay is ``out = (1 - alpha) * frame + alpha * JET[round(255 * up(M))]`` w
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import cv2
@@ -64,20 +65,38 @@ class HeatmapOverlay:
         return cv2.addWeighted(image, 1.0 - self.alpha, heat, self.alpha, 0.0)
 
 
-def draw_predictions(image: np.ndarray, predictions: Sequence[Prediction]) -> None:
-    """Write "label  score%" lines at the top left, in place."""
+def draw_predictions(image: np.ndarray, predictions: Sequence[Prediction], explained: int = 0) -> None:
+    """Write "label  score%" lines at the top left, in place; with several, mark the explained one."""
     scale, thickness = _text_scale(image)
     y = 0
-    for prediction in predictions:
-        y = _label(image, f"{prediction.label}  {prediction.score * 100:.1f}%", y, scale, thickness)
+    for index, prediction in enumerate(predictions):
+        mark = "> " if len(predictions) > 1 and index == explained else ""
+        y = _label(image, f"{mark}{prediction.label}  {prediction.score * 100:.1f}%", y, scale, thickness)
 
 
-def draw_hud(image: np.ndarray, fps: float, latency: float, dropped: int) -> None:
-    """Write "fps | latency | drops" at the bottom left, in place."""
+def draw_hud(image: np.ndarray, fps: float, latency: float, dropped: int, method: str = "") -> None:
+    """Write "method | fps | latency | drops" at the bottom left, in place."""
     scale, thickness = _text_scale(image)
-    text = f"{fps:.1f} fps  {latency * 1000:.0f} ms  {dropped} dropped"
+    text = f"{method + '  ' if method else ''}{fps:.1f} fps  {latency * 1000:.0f} ms  {dropped} dropped"
     (_, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
     _label(image, text, image.shape[0] - height - baseline - 8, scale, thickness)
+
+
+def layer_grid(image: np.ndarray, tiles: Sequence[tuple[str, np.ndarray]], overlay: HeatmapOverlay) -> np.ndarray:
+    """The frame once per (title, map), each tile with its own heatmap, tiled into the frame's size."""
+    columns = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / columns)
+    height, width = image.shape[:2]
+    tile_h, tile_w = max(1, height // rows), max(1, width // columns)
+    small = cv2.resize(image, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros_like(image)
+    scale, thickness = _text_scale(small)
+    for index, (title, heatmap) in enumerate(tiles):
+        row, column = divmod(index, columns)
+        tile = overlay.blend_host(small, heatmap)
+        _label(tile, title, 0, scale, thickness, right=True)
+        canvas[row * tile_h : (row + 1) * tile_h, column * tile_w : (column + 1) * tile_w] = tile
+    return canvas
 
 
 def _text_scale(image: np.ndarray) -> tuple[float, int]:
@@ -85,11 +104,12 @@ def _text_scale(image: np.ndarray) -> tuple[float, int]:
     return scale, max(1, round(scale * 1.5))
 
 
-def _label(image: np.ndarray, text: str, top: int, scale: float, thickness: int) -> int:
-    """White text on a dark box whose top edge is at ``top``; returns the box's bottom edge."""
+def _label(image: np.ndarray, text: str, top: int, scale: float, thickness: int, right: bool = False) -> int:
+    """White text on a dark box whose top edge is at ``top`` (left or right aligned); returns its bottom edge."""
     (width, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
     pad = max(2, round(4 * scale))
+    left = max(0, image.shape[1] - width - 2 * pad) if right else 0
     bottom = top + height + baseline + 2 * pad
-    cv2.rectangle(image, (0, top), (width + 2 * pad, bottom), _BLACK, cv2.FILLED)
-    cv2.putText(image, text, (pad, top + pad + height), _FONT, scale, _WHITE, thickness, cv2.LINE_AA)
+    cv2.rectangle(image, (left, top), (left + width + 2 * pad, bottom), _BLACK, cv2.FILLED)
+    cv2.putText(image, text, (left + pad, top + pad + height), _FONT, scale, _WHITE, thickness, cv2.LINE_AA)
     return bottom

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .controls import LiveControls
 from .errors import InputError, StreamcamError
 from .render import draw_hud
 from .resource import Resource
@@ -42,10 +43,14 @@ class Sink(Resource, ABC):
 
 
 class WindowSink(Sink):
-    """An OpenCV window with a HUD (fps, latency, drops); q or Esc stops the run."""
+    """An OpenCV window with a HUD (method, fps, latency, drops).
 
-    def __init__(self, title: str = "streamcam") -> None:
+    q or Esc stops the run; m, c and l go to the live controls (method, class, grid).
+    """
+
+    def __init__(self, title: str = "streamcam", controls: LiveControls | None = None) -> None:
         self.title = title
+        self.controls = controls
         self._last_shown: float | None = None
         self._fps = 0.0
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
@@ -57,10 +62,13 @@ class WindowSink(Sink):
             self._fps = instant if self._fps == 0 else 0.9 * self._fps + 0.1 * instant
         self._last_shown = now
         image = annotated.image.copy()  # the HUD is for the window only, not the recording
-        draw_hud(image, self._fps, annotated.latency, annotated.dropped)
+        draw_hud(image, self._fps, annotated.latency, annotated.dropped, annotated.method)
         cv2.imshow(self.title, image)
-        if cv2.waitKey(1) & 0xFF in _QUIT_KEYS:
+        key = cv2.waitKey(1) & 0xFF
+        if key in _QUIT_KEYS:
             self.stop_requested = True
+        elif self.controls is not None and key != 0xFF:
+            self.controls.press(chr(key).lower())
 
     def close(self) -> None:
         try:
@@ -143,7 +151,8 @@ def display_available() -> bool:
         return False  # a headless OpenCV build
 
 
-def open_sinks(output: str | Path | None, info: VideoInfo, display: bool | None) -> list[Sink]:
+def open_sinks(output: str | Path | None, info: VideoInfo, display: bool | None,
+               controls: LiveControls | None = None) -> list[Sink]:
     """The sinks a run writes to. ``display``: True forces the window, False turns it off, None = where possible."""
     sinks: list[Sink] = []
     try:
@@ -151,7 +160,7 @@ def open_sinks(output: str | Path | None, info: VideoInfo, display: bool | None)
             sinks.append(_output_sink(Path(output), info))
         if display is not False:
             if display_available():
-                sinks.append(WindowSink(f"streamcam - {info.source_id}"))
+                sinks.append(WindowSink(f"streamcam - {info.source_id}", controls))
             else:
                 log.warning("no display: the live window is off")
     except BaseException:

@@ -78,3 +78,4 @@ class AnnotatedFrame:
     predictions: tuple[Prediction, ...]
     latency: float  # seconds from capture to the end of rendering
     dropped: int  # frames the source dropped so far (live sources)
+    method: str = "cam"  # the method that made the heatmap

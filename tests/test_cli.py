@@ -145,3 +145,16 @@ def test_interrupted_recording_is_playable(tmp_path, signum, expected):
     written = count_frames(out)
     assert 0 < written < 1500
     assert f"wrote {written} frames" in err  # every frame processed was kept
+
+
+@pytest.mark.parametrize("method", ["gradcam", "eigencam", "guided-gradcam"])
+def test_methods_and_the_layer_grid_from_the_cli(capsys, clip, tmp_path, method):
+    out = tmp_path / "grid.mp4"
+    code, err = run_cli(capsys, str(clip), "-o", str(out), "--method", method, "--layers", "auto")
+    assert code == 0, err
+    assert count_frames(out) == 12
+
+
+def test_unknown_method_and_layers(capsys, clip):
+    assert_one_line_error(*run_cli(capsys, str(clip), "--method", "magic"), "unknown method", "gradcam++")
+    assert_one_line_error(*run_cli(capsys, str(clip), "--layers", "blocks.1,nope"), "nope")

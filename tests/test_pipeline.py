@@ -283,3 +283,61 @@ def test_pipeline_on_cuda_blends_on_the_device(tmp_path, cat):
     frames, fps = read_video(tmp_path / "out.mp4")
     assert summary.frames == len(frames) == 20 and fps == pytest.approx(29.97, abs=1e-3)
     assert ex([cat]).labels[0][0] == "Egyptian cat"
+
+
+class PatternSource(Source):
+    """A file-like source whose frames have a white block in the top-left corner of a grey field."""
+
+    def __init__(self, count: int) -> None:
+        self.info = VideoInfo("pattern", 128, 96, 25.0, count, live=False)
+        self.count = count
+
+    def frames(self):
+        for index in range(self.count):
+            image = np.full((96, 128, 3), 90, np.uint8)
+            image[30:50, 10:40] = 255
+            yield Frame(index, index / 25.0, time.monotonic(), image, "pattern")
+
+
+def test_live_controls_switch_method_class_and_grid_without_losing_frames():
+    from streamcam.engine.pipeline import live_controls
+
+    torch.manual_seed(7)
+    ex = streamcam.Explainer(model=TinyGapNet().eval(), device="cpu", top_k=2)
+    controls = live_controls(ex)
+    assert controls.methods[:2] == ["cam", "gradcam"] and not controls.grid
+    seen = []
+    # alpha 0: the overlay is the frame itself, so the grid shows as copies of the white block
+    for annotated in annotate(PatternSource(60), ex, batch=2, alpha=0.0, controls=controls):
+        seen.append(annotated)
+        if annotated.frame.index == 10:
+            assert controls.press("m") and controls.press("l")
+        if annotated.frame.index == 40:
+            assert controls.press("c") and controls.press("l")
+        assert not controls.press("x")
+    assert [a.frame.index for a in seen] == list(range(60))  # nothing lost
+    assert seen[0].method == "cam" and seen[-1].method == "gradcam"
+    # the tiny net has two stages: two tiles side by side, the second's copy of the block at rows 30-50, columns 69-84
+    block_in_last_tile = [bool(a.image[45, 76].min() > 200) for a in seen]
+    assert not any(block_in_last_tile[:10]) and all(block_in_last_tile[25:35]) and not any(block_in_last_tile[-10:])
+    assert controls.class_index == 1
+
+
+def test_window_keys_reach_the_live_controls(monkeypatch):
+    from streamcam.controls import LiveControls
+    from streamcam.types import AnnotatedFrame
+
+    keys = iter([ord("m"), ord("c"), ord("l"), -1, ord("q")])
+    monkeypatch.setattr(cv2, "namedWindow", lambda *a: None)
+    monkeypatch.setattr(cv2, "imshow", lambda *a: None)
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys))
+    controls = LiveControls(["cam", "gradcam", "eigencam"], "cam", top_k=3, grid=False)
+    window = WindowSink("test", controls)
+    frame = Frame(0, 0.0, time.monotonic(), np.zeros((48, 64, 3), np.uint8), "x")
+    annotated = AnnotatedFrame(frame, frame.image, (), 0.01, 0)
+    for _ in range(4):
+        window.write(annotated)
+    assert (controls.method, controls.class_index, controls.grid) == ("gradcam", 1, True)
+    assert not window.stop_requested
+    window.write(annotated)
+    assert window.stop_requested

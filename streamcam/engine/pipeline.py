@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
+from ..controls import LiveControls
 from ..explainer import Explainer
 from ..render import HeatmapOverlay
 from ..sinks import open_sinks
@@ -45,13 +46,16 @@ class RunSummary:
     stopped_by_user: bool  # the window's q / Esc
 
 
-def annotate(source: Source, explainer: Explainer, batch: int = 8, alpha: float = 0.5) -> Iterator[AnnotatedFrame]:
+def annotate(source: Source, explainer: Explainer, batch: int = 8, alpha: float = 0.5,
+             controls: LiveControls | None = None) -> Iterator[AnnotatedFrame]:
     """Explain every frame of ``source`` (every delivered one, if live) and yield it annotated.
 
     Three threads run while the generator is alive; closing it (or an exception
     in the caller) stops them, and an exception in any of them is re-raised
-    here as a :class:`StageError` naming the stage.
+    here as a :class:`StageError` naming the stage. ``controls`` (see
+    :func:`live_controls`) may change the method, class and grid mid-run.
     """
+    controls = controls or live_controls(explainer)
     stop = threading.Event()
     failure = Failure(stop)
     frames = LatestSlot() if source.live else BoundedQueue(2 * batch)
@@ -68,7 +72,7 @@ def annotate(source: Source, explainer: Explainer, batch: int = 8, alpha: float 
         finally:
             frames.close(stop)
 
-    worker = InferenceWorker(explainer, batch, 0.0 if source.live else FILE_BATCH_DEADLINE_S, alpha)
+    worker = InferenceWorker(explainer, batch, 0.0 if source.live else FILE_BATCH_DEADLINE_S, alpha, controls)
     renderer = RenderStage(HeatmapOverlay(alpha, explainer.device), lambda: frames.dropped)
     threads = [
         start_stage("capture", capture, failure),
@@ -89,6 +93,11 @@ def annotate(source: Source, explainer: Explainer, batch: int = 8, alpha: float 
     finally:
         stop.set()
         join_all(threads, JOIN_TIMEOUT_S)
+
+
+def live_controls(explainer: Explainer) -> LiveControls:
+    """Controls starting from the explainer's state: its method, the top class, the grid if it has layers."""
+    return LiveControls(explainer.available_methods, explainer.method.name, explainer.top_k, bool(explainer.layers))
 
 
 def run(source: Any = None, output: str | Path | None = None, **options: Any) -> RunSummary:
@@ -116,16 +125,19 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
             backend=config.backend,
             weights=config.weights,
             target_class=config.target_class,
+            layers=config.layers,
         )
     started = time.monotonic()
     count = 0
     stopped_by_user = False
     with open_source(config.inputs, config.webcam) as source, contextlib.ExitStack() as stack:
-        sinks = [stack.enter_context(sink) for sink in open_sinks(config.output, source.info, config.display)]
+        controls = live_controls(explainer)
+        sinks = [stack.enter_context(s) for s in open_sinks(config.output, source.info, config.display, controls)]
         if not sinks:
             log.warning("no display and no output: frames are explained but neither shown nor saved")
         bar = stack.enter_context(_progress(source, config.progress))
-        stream = stack.enter_context(contextlib.closing(annotate(source, explainer, config.batch, config.alpha)))
+        stream = annotate(source, explainer, config.batch, config.alpha, controls)
+        stack.enter_context(contextlib.closing(stream))
         dropped = 0
         for item in stream:
             for sink in sinks:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..render import HeatmapOverlay, draw_predictions
+from ..render import HeatmapOverlay, draw_predictions, layer_grid
 from ..types import AnnotatedFrame, Prediction
 from .buffers import END, POLL_S, Empty
 from .worker import ExplainedBatch
@@ -37,16 +37,23 @@ class RenderStage:
 
     def render(self, batch: ExplainedBatch) -> list[AnnotatedFrame]:
         rendered = []
+        chosen = batch.class_index
         for i, frame in enumerate(batch.frames):
-            if batch.overlays is not None:
+            if batch.layer_maps:
+                tiles = [
+                    (_tile_title(layer, batch.layer_methods[layer], batch.method), maps[i, chosen])
+                    for layer, maps in batch.layer_maps.items()
+                ]
+                image = layer_grid(frame.image, tiles, self.overlay)
+            elif batch.overlays is not None:
                 image = batch.overlays[i]
             else:
-                image = self.overlay.blend_host(frame.image, batch.maps[i, 0])
+                image = self.overlay.blend_host(frame.image, batch.maps[i, chosen])
             predictions = tuple(
                 Prediction(class_id=int(c), label=label, score=float(s))
                 for c, label, s in zip(batch.class_ids[i], batch.labels[i], batch.scores[i])
             )
-            draw_predictions(image, predictions)
+            draw_predictions(image, predictions, chosen)
             rendered.append(
                 AnnotatedFrame(
                     frame=frame,
@@ -54,6 +61,11 @@ class RenderStage:
                     predictions=predictions,
                     latency=time.monotonic() - frame.captured_at,
                     dropped=self.dropped(),
+                    method=batch.method,
                 )
             )
         return rendered
+
+
+def _tile_title(layer: str, method: str, chosen: str) -> str:
+    return layer if method == chosen else f"{layer} ({method})"
