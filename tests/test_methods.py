@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 import streamcam
@@ -180,7 +181,11 @@ def test_eigencam_matches_the_first_principal_component(model_factory, default_e
         assert torch.equal(res.maps[b, 0], res.maps[b, 1])  # class-agnostic
 
 
-@pytest.mark.parametrize("model_factory", [lambda: TinyFcNet().eval(), None], ids=["tiny", "default"])
+@pytest.mark.parametrize(
+    "model_factory",
+    [lambda: TinyFcNet().eval(), lambda: torchvision.models.resnet18(weights=None).eval(), None],
+    ids=["tiny", "resnet18-inplace-relu", "default"],
+)
 def test_guided_methods_match_textbook_guided_backprop(model_factory, default_explainer, photos):
     torch.manual_seed(4)
     model = model_factory() if model_factory else default_explainer.model
