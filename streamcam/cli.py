@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--class", dest="target_class", metavar="NAME|ID", help="explain this class instead of the top ones")
     view = parser.add_argument_group("view")
     view.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity, 0 to 1 (default 0.5)")
+    view.add_argument("--boxes", action="store_true", help="box each explained class's largest hot region")
+    view.add_argument("--box-threshold", type=float, default=0.2, metavar="F",
+                      help="keep pixels at or above F x the map's max for boxes (default 0.2, CAM paper; Grad-CAM paper 0.15)")
+    view.add_argument("--smooth", type=float, default=0.0, metavar="S",
+                      help="temporal smoothing of the heatmaps, 0 (off, default) to 1 (exclusive); resets on cuts and class changes")
+    view.add_argument("--json", metavar="FILE", help="one JSON line per explained frame (classes, scores, boxes)")
     view.add_argument("--no-display", action="store_true", help="never open a window")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -115,6 +121,10 @@ def _run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             target_class=args.target_class,
             alpha=args.alpha,
+            boxes=args.boxes,
+            box_threshold=args.box_threshold,
+            smooth=args.smooth,
+            json=args.json,
             display=False if args.no_display else None,
             progress=sys.stderr.isatty(),
         )

@@ -8,8 +8,24 @@ from typing import Any
 
 from torch import nn
 
+from .boxes import DEFAULT_BOX_THRESHOLD
 from .errors import InputError
 from .models import DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """How the pipeline draws and what it measures besides the maps."""
+
+    alpha: float = 0.5  # heatmap opacity
+    smooth: float = 0.0  # EMA strength over time, 0 = off (see streamcam.smoothing)
+    draw_boxes: bool = False
+    box_threshold: float = DEFAULT_BOX_THRESHOLD
+    records: bool = False  # per-frame JSON records want boxes even when they are not drawn
+
+    @property
+    def boxes_needed(self) -> bool:
+        return self.draw_boxes or self.records
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,10 @@ class RunConfig:
     top_k: int = 1
     target_class: str | int | None = None  # explain this class instead of the top ones
     alpha: float = 0.5
+    boxes: bool = False  # draw a box around each explained class's largest hot region
+    box_threshold: float = DEFAULT_BOX_THRESHOLD  # fraction of the map's max
+    smooth: float = 0.0  # temporal smoothing strength, 0 (off) to 1
+    json: str | None = None  # per-frame JSON lines
     display: bool | None = None  # None: a window where there is a display
     progress: bool = False  # a tqdm bar for inputs of known length
 
@@ -41,8 +61,16 @@ class RunConfig:
             raise InputError(f"--top-k must be at least 1, not {self.top_k}")
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"--alpha must be between 0 and 1, not {self.alpha}")
+        if not 0.0 < self.box_threshold <= 1.0:
+            raise InputError(f"--box-threshold is a fraction of the map's maximum, in (0, 1], not {self.box_threshold}")
+        if not 0.0 <= self.smooth < 1.0:
+            raise InputError(f"--smooth must be at least 0 and below 1, not {self.smooth}")
         if self.webcam is not None and self.webcam < 0:
             raise InputError(f"--webcam takes a camera index (0, 1, ...), not {self.webcam}")
+
+    @property
+    def view(self) -> ViewOptions:
+        return ViewOptions(self.alpha, self.smooth, self.boxes, self.box_threshold, records=self.json is not None)
 
     @classmethod
     def from_options(cls, source: Any = None, output: str | Path | None = None, **options: Any) -> RunConfig:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .backends import TorchBackend, check_backend
+from .boxes import DEFAULT_BOX_THRESHOLD
 from .errors import InputError
 from .explainers import METHODS, GradCAM, Method, MethodInput, make_method
 from .models import DEFAULT_MODEL, load_model
@@ -38,6 +39,7 @@ class Explainer:
         weights: str | Path | None = None,
         target_class: int | str | None = None,
         layers: str | Sequence[str] | None = None,
+        box_threshold: float = DEFAULT_BOX_THRESHOLD,
     ) -> None:
         self.device = resolve_device(device)
         self.backend_name = check_backend(backend)
@@ -63,6 +65,9 @@ class Explainer:
             raise InputError(f"top-k must be between 1 and {len(self.labels)} (the number of classes), not {top_k}")
         self.top_k = top_k
         self.target_class = None if target_class is None else self.class_index(target_class)
+        if not 0.0 < box_threshold <= 1.0:
+            raise InputError(f"the box threshold is a fraction of the map's maximum, in (0, 1], not {box_threshold}")
+        self.box_threshold = box_threshold
         self.preprocess = Preprocessor(loaded.input_size, loaded.mean, loaded.std, self.device)
         self.backend = TorchBackend(self.model)
         self._fallback = GradCAM()
@@ -92,16 +97,18 @@ class Explainer:
 
     def explain(self, frames: Sequence[np.ndarray]) -> Explanation:
         """Explain H x W x 3 uint8 BGR frames (any sizes) as one batch."""
-        return self.explain_tensor(self.preprocess(frames))
+        return self.explain_tensor(self.preprocess(frames), frame_sizes=[f.shape[:2] for f in frames])
 
     __call__ = explain
 
-    def explain_tensor(self, x: torch.Tensor, layers: Sequence[str] | None = None) -> Explanation:
+    def explain_tensor(self, x: torch.Tensor, layers: Sequence[str] | None = None,
+                       frame_sizes: Sequence[tuple[int, int]] | None = None) -> Explanation:
         """Explain an already preprocessed (B, 3, S, S) batch on ``self.device``.
 
         ``layers`` (default: ``self.layers``) adds one map set per layer in
         ``res.layer_maps``. One forward pass serves every layer, and one backward
-        pass every frame, target and layer that needs gradients.
+        pass every frame, target and layer that needs gradients. ``frame_sizes``
+        (H, W) place ``res.boxes`` in frame pixels (default: the input's S x S).
         """
         extra = list(self.layers if layers is None else layers)
         every = list(dict.fromkeys([self.layer, *extra]))
@@ -137,6 +144,8 @@ class Explainer:
             layer=self.layer,
             layer_maps={name: maps[name] for name in extra},
             layer_methods={name: method_of[name].name for name in extra},
+            frame_sizes=tuple(tuple(size) for size in frame_sizes or [tuple(x.shape[-2:])] * x.shape[0]),
+            box_threshold=self.box_threshold,
         )
 
     def method_for(self, layer: str) -> Method:

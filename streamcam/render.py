@@ -74,6 +74,21 @@ def draw_predictions(image: np.ndarray, predictions: Sequence[Prediction], expla
         y = _label(image, f"{mark}{prediction.label}  {prediction.score * 100:.1f}%", y, scale, thickness)
 
 
+# One colour per explained class (BGR): green, magenta, cyan, orange, white.
+BOX_COLOURS = ((0, 255, 0), (255, 0, 255), (255, 255, 0), (0, 165, 255), (255, 255, 255))
+
+
+def draw_boxes(image: np.ndarray, predictions: Sequence[Prediction]) -> None:
+    """Draw each prediction's box (x1, y1 exclusive) with its label, in place; the last drawn is the top class."""
+    scale, thickness = _text_scale(image)
+    for index in reversed(range(len(predictions))):
+        box = predictions[index].box
+        if box is None or box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        colour = BOX_COLOURS[index % len(BOX_COLOURS)]
+        cv2.rectangle(image, (box[0], box[1]), (box[2] - 1, box[3] - 1), colour, max(2, thickness + 1))
+
+
 def draw_hud(image: np.ndarray, fps: float, latency: float, dropped: int, method: str = "") -> None:
     """Write "method | fps | latency | drops" at the bottom left, in place."""
     scale, thickness = _text_scale(image)

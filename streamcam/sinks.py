@@ -8,6 +8,7 @@ every frame written so far.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -137,6 +138,50 @@ class ImageFolderSink(Sink):
         self.images_written += 1
 
 
+class JsonLinesSink(Sink):
+    """One JSON object per explained frame, flushed line by line: a crash loses nothing already written.
+
+    ``{"frame", "time", "source", "predictions": [{"class_id", "label", "score", "box"}], "dropped", "method"}``
+    """
+
+    def __init__(self, path: Path) -> None:
+        _make_parent(path)
+        try:
+            self._file = path.open("w", encoding="utf-8")
+        except OSError as error:
+            raise InputError(f"cannot write {path}: {error.strerror or error}") from error
+        self.path = path
+        self.records_written = 0
+
+    def write(self, annotated: AnnotatedFrame) -> None:
+        frame = annotated.frame
+        record = {
+            "frame": frame.index,
+            "time": round(frame.timestamp, 6),
+            "source": frame.source_id,
+            "predictions": [
+                {"class_id": p.class_id, "label": p.label, "score": round(p.score, 6),
+                 "box": list(p.box) if p.box is not None else None}
+                for p in annotated.predictions
+            ],
+            "dropped": annotated.dropped,
+            "method": annotated.method,
+        }
+        if frame.name is not None:
+            record["file"] = frame.name
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as error:
+            raise StreamcamError(f"cannot write {self.path}: {error.strerror or error}") from error
+        self.records_written += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+            log.info("wrote %d records to %s", self.records_written, self.path)
+
+
 def display_available() -> bool:
     """Whether a window can be shown: a display server to talk to and an OpenCV built with a GUI."""
     if sys.platform.startswith(("linux", "freebsd", "openbsd")) and not (
@@ -152,12 +197,14 @@ def display_available() -> bool:
 
 
 def open_sinks(output: str | Path | None, info: VideoInfo, display: bool | None,
-               controls: LiveControls | None = None) -> list[Sink]:
+               controls: LiveControls | None = None, json_path: str | Path | None = None) -> list[Sink]:
     """The sinks a run writes to. ``display``: True forces the window, False turns it off, None = where possible."""
     sinks: list[Sink] = []
     try:
         if output is not None:
             sinks.append(_output_sink(Path(output), info))
+        if json_path is not None:
+            sinks.append(JsonLinesSink(Path(json_path)))
         if display is not False:
             if display_available():
                 sinks.append(WindowSink(f"streamcam - {info.source_id}", controls))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +43,8 @@ class Explanation:
     """The result of explaining a batch of B frames for k classes each.
 
     Tensors stay on the explainer's device; ``maps`` are at feature resolution,
-    ReLU'd and min-max normalised to [0, 1] per map.
+    ReLU'd and min-max normalised to [0, 1] per map. ``boxes`` are computed on
+    first access (see :mod:`streamcam.boxes`).
     """
 
     class_ids: torch.Tensor  # (B, k) int64
@@ -55,9 +57,24 @@ class Explanation:
     # (Grad-CAM stands in for CAM away from the pooling layer).
     layer_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     layer_methods: dict[str, str] = field(default_factory=dict)
+    frame_sizes: tuple[tuple[int, int], ...] = ()  # (H, W) of each frame, for boxes in frame pixels
+    box_threshold: float = 0.2
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
+
+    @functools.cached_property
+    def boxes(self) -> np.ndarray:
+        """(B, k, 4) int32 boxes ``x0, y0, x1, y1`` (x1, y1 exclusive) in frame pixels, one per map."""
+        from .boxes import boxes_from_maps
+
+        out = np.zeros((*self.class_ids.shape, 4), np.int32)
+        start = 0
+        for end in range(1, len(self) + 1):  # frames of one size share one call
+            if end == len(self) or self.frame_sizes[end] != self.frame_sizes[start]:
+                out[start:end] = boxes_from_maps(self.maps[start:end], self.frame_sizes[start], self.box_threshold)
+                start = end
+        return out
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,7 @@ class Prediction:
     class_id: int
     label: str
     score: float
+    box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in frame pixels (x1, y1 exclusive)
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import streamcam
+from streamcam.config import ViewOptions
 from streamcam.engine import annotate
 from streamcam.engine.batcher import next_batch
 from streamcam.engine.buffers import END, BoundedQueue, LatestSlot
@@ -308,7 +309,7 @@ def test_live_controls_switch_method_class_and_grid_without_losing_frames():
     assert controls.methods[:2] == ["cam", "gradcam"] and not controls.grid
     seen = []
     # alpha 0: the overlay is the frame itself, so the grid shows as copies of the white block
-    for annotated in annotate(PatternSource(60), ex, batch=2, alpha=0.0, controls=controls):
+    for annotated in annotate(PatternSource(60), ex, batch=2, view=ViewOptions(alpha=0.0), controls=controls):
         seen.append(annotated)
         if annotated.frame.index == 10:
             assert controls.press("m") and controls.press("l")
@@ -341,3 +342,9 @@ def test_window_keys_reach_the_live_controls(monkeypatch):
     assert not window.stop_requested
     window.write(annotated)
     assert window.stop_requested
+
+
+def test_run_refuses_model_options_beside_a_built_explainer(tmp_path, tiny_explainer):
+    source = make_pan_video(tmp_path / "in.mp4", count=3)
+    with pytest.raises(streamcam.InputError, match="top_k"):
+        streamcam.run(source, display=False, explainer=tiny_explainer, top_k=3)

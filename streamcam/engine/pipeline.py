@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
+from ..config import RunConfig, ViewOptions
 from ..controls import LiveControls
+from ..errors import InputError
 from ..explainer import Explainer
-from ..render import HeatmapOverlay
 from ..sinks import open_sinks
 from ..sources import Source, open_source
 from ..types import AnnotatedFrame
@@ -30,6 +30,9 @@ from .worker import InferenceWorker
 
 log = logging.getLogger(__name__)
 
+# The run() options that build an Explainer (and so cannot go with explainer=).
+EXPLAINER_OPTIONS = frozenset({"model", "weights", "labels", "layer", "layers", "method", "device", "backend",
+                               "top_k", "target_class"})
 # Files: wait this long for a batch to fill; live sources never wait.
 FILE_BATCH_DEADLINE_S = 0.05
 JOIN_TIMEOUT_S = 2.0
@@ -46,15 +49,17 @@ class RunSummary:
     stopped_by_user: bool  # the window's q / Esc
 
 
-def annotate(source: Source, explainer: Explainer, batch: int = 8, alpha: float = 0.5,
+def annotate(source: Source, explainer: Explainer, batch: int = 8, view: ViewOptions | None = None,
              controls: LiveControls | None = None) -> Iterator[AnnotatedFrame]:
     """Explain every frame of ``source`` (every delivered one, if live) and yield it annotated.
 
     Three threads run while the generator is alive; closing it (or an exception
     in the caller) stops them, and an exception in any of them is re-raised
-    here as a :class:`StageError` naming the stage. ``controls`` (see
-    :func:`live_controls`) may change the method, class and grid mid-run.
+    here as a :class:`StageError` naming the stage. ``view`` says how to draw
+    (opacity, smoothing, boxes); ``controls`` (see :func:`live_controls`) may
+    change the method, class and grid mid-run.
     """
+    view = view or ViewOptions()
     controls = controls or live_controls(explainer)
     stop = threading.Event()
     failure = Failure(stop)
@@ -72,8 +77,8 @@ def annotate(source: Source, explainer: Explainer, batch: int = 8, alpha: float 
         finally:
             frames.close(stop)
 
-    worker = InferenceWorker(explainer, batch, 0.0 if source.live else FILE_BATCH_DEADLINE_S, alpha, controls)
-    renderer = RenderStage(HeatmapOverlay(alpha, explainer.device), lambda: frames.dropped)
+    worker = InferenceWorker(explainer, batch, 0.0 if source.live else FILE_BATCH_DEADLINE_S, view, controls)
+    renderer = RenderStage(view, lambda: frames.dropped)
     threads = [
         start_stage("capture", capture, failure),
         start_stage("inference", lambda: worker.run(frames, explained, stop), failure),
@@ -108,6 +113,9 @@ def run(source: Any = None, output: str | Path | None = None, **options: Any) ->
     batch, top_k, alpha, display, ...), plus ``explainer=`` to reuse a built one.
     """
     explainer = options.pop("explainer", None)
+    clash = sorted(EXPLAINER_OPTIONS & set(options)) if explainer is not None else []
+    if clash:
+        raise InputError(f"explainer= is already built: set {', '.join(clash)} on the Explainer, not on run()")
     config = RunConfig.from_options(source, output, **options)
     return run_config(config, explainer)
 
@@ -126,17 +134,19 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
             weights=config.weights,
             target_class=config.target_class,
             layers=config.layers,
+            box_threshold=config.box_threshold,
         )
     started = time.monotonic()
     count = 0
     stopped_by_user = False
     with open_source(config.inputs, config.webcam) as source, contextlib.ExitStack() as stack:
         controls = live_controls(explainer)
-        sinks = [stack.enter_context(s) for s in open_sinks(config.output, source.info, config.display, controls)]
+        opened = open_sinks(config.output, source.info, config.display, controls, config.json)
+        sinks = [stack.enter_context(sink) for sink in opened]
         if not sinks:
             log.warning("no display and no output: frames are explained but neither shown nor saved")
         bar = stack.enter_context(_progress(source, config.progress))
-        stream = annotate(source, explainer, config.batch, config.alpha, controls)
+        stream = annotate(source, explainer, config.batch, config.view, controls)
         stack.enter_context(contextlib.closing(stream))
         dropped = 0
         for item in stream:
@@ -153,7 +163,7 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
         frames=count,
         dropped=dropped,
         seconds=time.monotonic() - started,
-        outputs=(config.output,) if config.output else (),
+        outputs=tuple(path for path in (config.output, config.json) if path),
         stopped_by_user=stopped_by_user,
     )
 

@@ -7,7 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..render import HeatmapOverlay, draw_predictions, layer_grid
+import numpy as np
+import torch
+
+from ..boxes import boxes_from_maps
+from ..config import ViewOptions
+from ..render import HeatmapOverlay, draw_boxes, draw_predictions, layer_grid
 from ..types import AnnotatedFrame, Prediction
 from .buffers import END, POLL_S, Empty
 from .worker import ExplainedBatch
@@ -16,8 +21,9 @@ from .worker import ExplainedBatch
 class RenderStage:
     """Turns explained batches into :class:`AnnotatedFrame` records, one per frame, in order."""
 
-    def __init__(self, overlay: HeatmapOverlay, dropped: Callable[[], int]) -> None:
-        self.overlay = overlay
+    def __init__(self, view: ViewOptions, dropped: Callable[[], int]) -> None:
+        self.view = view
+        self.overlay = HeatmapOverlay(view.alpha, torch.device("cpu"))
         self.dropped = dropped
 
     def run(self, inbox: Any, outbox: Any, stop: threading.Event) -> None:
@@ -38,6 +44,7 @@ class RenderStage:
     def render(self, batch: ExplainedBatch) -> list[AnnotatedFrame]:
         rendered = []
         chosen = batch.class_index
+        boxes = self._boxes(batch)
         for i, frame in enumerate(batch.frames):
             if batch.layer_maps:
                 tiles = [
@@ -50,9 +57,16 @@ class RenderStage:
             else:
                 image = self.overlay.blend_host(frame.image, batch.maps[i, chosen])
             predictions = tuple(
-                Prediction(class_id=int(c), label=label, score=float(s))
-                for c, label, s in zip(batch.class_ids[i], batch.labels[i], batch.scores[i])
+                Prediction(
+                    class_id=int(c),
+                    label=label,
+                    score=float(s),
+                    box=tuple(int(v) for v in boxes[i, j]) if boxes is not None else None,
+                )
+                for j, (c, label, s) in enumerate(zip(batch.class_ids[i], batch.labels[i], batch.scores[i]))
             )
+            if self.view.draw_boxes and not batch.layer_maps:  # the grid's tiles are not in frame pixels
+                draw_boxes(image, predictions)
             draw_predictions(image, predictions, chosen)
             rendered.append(
                 AnnotatedFrame(
@@ -65,6 +79,13 @@ class RenderStage:
                 )
             )
         return rendered
+
+    def _boxes(self, batch: ExplainedBatch) -> np.ndarray | None:
+        if not self.view.boxes_needed:
+            return None
+        if batch.boxes is not None:  # made on the GPU
+            return batch.boxes
+        return boxes_from_maps(batch.maps, batch.frames[0].image.shape[:2], self.view.box_threshold)
 
 
 def _tile_title(layer: str, method: str, chosen: str) -> str:

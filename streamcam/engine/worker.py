@@ -9,11 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..boxes import boxes_from_maps
+from ..config import ViewOptions
+from ..controls import LiveControls
 from ..explainer import Explainer
 from ..render import HeatmapOverlay
-from ..types import Frame
+from ..smoothing import MapSmoother, thumbnails
+from ..types import Explanation, Frame
 from .batcher import next_batch
-from ..controls import LiveControls
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,6 +31,7 @@ class ExplainedBatch:
     method: str
     class_index: int  # which of the k targets the overlay shows
     overlays: np.ndarray | None  # (B, H, W, 3) uint8, when the heatmaps were blended on the GPU
+    boxes: np.ndarray | None  # (B, k, 4) int32, when computed on the GPU (else the render stage does it)
     layer_maps: dict[str, np.ndarray]  # multi-layer grid: layer -> (B, k, h, w); empty when off
     layer_methods: dict[str, str]
 
@@ -46,15 +50,17 @@ def same_size_runs(frames: list[Frame]) -> list[list[Frame]]:
 class InferenceWorker:
     """Takes batches of frames, explains them, and hands host-side results to the render stage."""
 
-    def __init__(self, explainer: Explainer, batch_size: int, deadline_s: float, alpha: float,
+    def __init__(self, explainer: Explainer, batch_size: int, deadline_s: float, view: ViewOptions,
                  controls: LiveControls) -> None:
         self.explainer = explainer
         self.batch_size = batch_size
         self.deadline_s = deadline_s
+        self.view = view
         self.controls = controls
-        on_gpu = explainer.device.type == "cuda"
+        self.smoother = MapSmoother(view.smooth)
+        self.on_gpu = explainer.device.type == "cuda"
         # On a GPU the frames are already there: blend on the device and bring back finished pixels.
-        self.overlay = HeatmapOverlay(alpha, explainer.device) if on_gpu else None
+        self.overlay = HeatmapOverlay(view.alpha, explainer.device) if self.on_gpu else None
 
     def run(self, inbox: Any, outbox: Any, stop: threading.Event) -> None:
         try:
@@ -75,12 +81,13 @@ class InferenceWorker:
         class_index = min(controls.class_index, ex.top_k - 1) if ex.target_class is None else 0
         images = ex.preprocess.upload([f.image for f in frames])
         result = ex.explain_tensor(ex.preprocess.normalise(images), layers=ex.grid_layers if grid else [])
-        device_side = [result.class_ids, result.scores, result.maps, *result.layer_maps.values()]
+        maps, layer_maps = self._smoothed(result, images, frames)
+        device_side = [result.class_ids, result.scores, maps, *layer_maps.values()]
         blend_here = self.overlay is not None and not grid  # the grid is tiled on the host
         if blend_here:
-            device_side.append(self.overlay(images, result.maps[:, class_index]))
+            device_side.append(self.overlay(images, maps[:, class_index]))
         host = _to_host(device_side)
-        layers = list(result.layer_maps)
+        boxes_here = self.on_gpu and self.view.boxes_needed
         return ExplainedBatch(
             frames=tuple(frames),
             class_ids=host[0],
@@ -90,9 +97,24 @@ class InferenceWorker:
             method=result.method,
             class_index=class_index,
             overlays=host[-1] if blend_here else None,
-            layer_maps=dict(zip(layers, host[3 : 3 + len(layers)])),
+            boxes=boxes_from_maps(maps, frames[0].image.shape[:2], self.view.box_threshold) if boxes_here else None,
+            layer_maps=dict(zip(layer_maps, host[3 : 3 + len(layer_maps)])),
             layer_methods=result.layer_methods,
         )
+
+    def _smoothed(self, result: Explanation, images: torch.Tensor,
+                  frames: list[Frame]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.smoother.strength == 0.0:
+            return result.maps, result.layer_maps
+        ids = result.class_ids.tolist()
+        thumbs = thumbnails(images)
+        sources = [f.source_id for f in frames]
+        maps = self.smoother(result.maps, ids, thumbs, sources, result.method, result.layer)
+        layer_maps = {
+            layer: self.smoother(m, ids, thumbs, sources, result.layer_methods[layer], "grid:" + layer)
+            for layer, m in result.layer_maps.items()
+        }
+        return maps, layer_maps
 
 
 def _to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
