@@ -158,3 +158,18 @@ def test_methods_and_the_layer_grid_from_the_cli(capsys, clip, tmp_path, method)
 def test_unknown_method_and_layers(capsys, clip):
     assert_one_line_error(*run_cli(capsys, str(clip), "--method", "magic"), "unknown method", "gradcam++")
     assert_one_line_error(*run_cli(capsys, str(clip), "--layers", "blocks.1,nope"), "nope")
+
+
+def test_boxes_smoothing_and_records_from_the_cli(capsys, clip, tmp_path):
+    records = tmp_path / "records" / "out.jsonl"
+    code, err = run_cli(capsys, str(clip), "-o", str(tmp_path / "out.mp4"), "--boxes", "--smooth", "0.6",
+                        "--box-threshold", "0.15", "--json", str(records))
+    assert code == 0, err
+    lines = records.read_text().splitlines()
+    assert len(lines) == 12 and '"box": [' in lines[0]
+
+
+def test_bad_view_options(capsys, clip):
+    assert_one_line_error(*run_cli(capsys, str(clip), "--smooth", "1.5"), "--smooth")
+    assert_one_line_error(*run_cli(capsys, str(clip), "--box-threshold", "0"), "--box-threshold")
+    assert_one_line_error(*run_cli(capsys, str(clip), "--json", "/proc/streamcam/x.jsonl"), "/proc/streamcam/x.jsonl")
