@@ -8,6 +8,8 @@
    (when the package is importable: it is not a streamcam dependency; install it
    beside, e.g. ``pip install --no-deps --target /tmp/gcsite grad-cam ttach`` and
    run with ``PYTHONPATH=/tmp/gcsite``).
+1c. Backends: images/s of CAM on torch vs onnxruntime (an exported graph with the
+   fused CAM inside), on the same batch, at batch 1 and 8.
 2. End to end: fps of the pipeline (``streamcam in.mp4 -o out.mp4``) vs a naive
    one-frame-at-a-time read -> explain -> overlay -> write loop, on the same clip,
    written two ways: with plain torch + OpenCV as a user would without streamcam
@@ -15,7 +17,7 @@
    through ``streamcam.Explainer`` one frame at a time (same engine, no pipeline),
    which isolates what the threads and batching add.
 
-    python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200] [--sections throughput,methods,e2e]
+    python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200] [--sections throughput,methods,backends,e2e]
 """
 
 from __future__ import annotations
@@ -134,6 +136,38 @@ def method_throughput(ex: streamcam.Explainer, rounds: int, seconds: float) -> N
         print(f"| {name} | {' | '.join(cells)} |")
 
 
+def backend_throughput(ex: streamcam.Explainer, rounds: int, seconds: float) -> None:
+    """CAM on torch vs onnxruntime, same model, same batches."""
+    import tempfile as _tempfile
+
+    import onnxruntime
+
+    from streamcam.export import export_onnx
+
+    sync = torch.cuda.synchronize if ex.device.type == "cuda" else (lambda: None)
+    frames = [photo("chelsea"), photo("coffee")] * 4
+    with _tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        path = export_onnx(Path(folder) / "model.onnx", model=ex.model, labels=ex.labels, layer=ex.layer, top_k=1)
+        exported = time.perf_counter() - started
+        graph = streamcam.Explainer(model=path, device=ex.device)
+        print(f"\n## Backends: CAM on torch vs onnxruntime {onnxruntime.__version__} "
+              f"({', '.join(graph.backend.session.get_providers())}; export took {exported:.1f} s)\n")
+        print("| batch | torch | onnxruntime | onnxruntime / torch |")
+        print("|---|---|---|---|")
+        for batch in (1, 8):
+            x = ex.preprocess(frames[:batch])
+            result = interleaved(
+                {
+                    "torch": lambda: rate(lambda: ex.explain_tensor(x), batch, seconds, sync),
+                    "onnxruntime": lambda: rate(lambda: graph.explain_tensor(x), batch, seconds, sync),
+                },
+                rounds,
+            )
+            print(f"| {batch} | {result['torch']:.1f} | {result['onnxruntime']:.1f} "
+                  f"| {result['onnxruntime'] / result['torch']:.2f}x |")
+
+
 def pytorch_grad_cam_methods(ex: streamcam.Explainer) -> dict[str, Callable]:
     try:
         from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
@@ -237,7 +271,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="pipeline batch size")
     parser.add_argument("--sizes", default="640x360,1280x720")
     parser.add_argument("--weights", default=None, help="for --model: a file, or 'random'")
-    parser.add_argument("--sections", default="throughput,methods,e2e")
+    parser.add_argument("--sections", default="throughput,methods,backends,e2e")
     args = parser.parse_args()
     sections = args.sections.split(",")
 
@@ -252,6 +286,8 @@ def main() -> None:
         model_throughput(ex, args.rounds, args.seconds)
     if "methods" in sections:
         method_throughput(ex, args.rounds, args.seconds)
+    if "backends" in sections:
+        backend_throughput(ex, args.rounds, args.seconds)
     if "e2e" in sections:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         end_to_end(ex, args.rounds, args.frames, sizes, args.batch)

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="streamcam",
         description="See what a CNN classifier looks at, live: CAM heatmaps on webcams, videos, images and streams.",
-        epilog="examples: streamcam --webcam 0 | streamcam in.mp4 -o out.mp4 | streamcam a.jpg photos/ -o annotated/ | streamcam --demo",
+        epilog="examples: streamcam --webcam 0 | streamcam in.mp4 -o out.mp4 | streamcam a.jpg photos/ -o annotated/ | "
+        "streamcam --demo | streamcam export --model resnet50 -o models/resnet50.onnx",
     )
     parser.add_argument("inputs", nargs="*", help="a video file, image files or folders, or a network stream URL (rtsp://, http://...)")
     parser.add_argument("--webcam", type=int, metavar="N", help="explain webcam number N, live")
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--method", default="cam", help=f"explanation method: {', '.join(METHODS)} (default: cam)")
     model.add_argument("--layers", metavar="A,B,C|auto", help="multi-layer grid: the frame once per layer; auto = each stage's output")
     model.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:N")
-    model.add_argument("--backend", default="auto", help="auto (default) or torch")
+    model.add_argument("--backend", default="auto",
+                       help="auto (default: onnxruntime for an .onnx model, else torch), torch, onnxruntime")
     model.add_argument("--batch", type=int, default=8, help="frames per inference batch (default 8)")
     model.add_argument("--top-k", type=int, default=1, help="explain the K most likely classes (default 1)")
     model.add_argument("--class", dest="target_class", metavar="NAME|ID", help="explain this class instead of the top ones")
@@ -64,16 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_export_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="streamcam export",
+        description="Export a model to an ONNX graph that also outputs its feature maps and top-k CAM.",
+        epilog="example: streamcam export --model resnet50 -o models/resnet50.onnx",
+    )
+    parser.add_argument("--model", default=None, help="as for streamcam (default: efficientnet_lite0)")
+    parser.add_argument("-o", "--output", help="the .onnx file to write (default: models/MODEL.onnx)")
+    parser.add_argument("--weights", help="a state dict or whole saved model; 'random' keeps an untrained net")
+    parser.add_argument("--labels", help="class names, one a line (stored in the graph)")
+    parser.add_argument("--layer", help="the module whose output the graph exposes (default: found automatically)")
+    parser.add_argument("--top-k", type=int, default=5, help="classes whose CAM the graph computes (default 5)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument("--fp16", action="store_true", help="run the model in half precision inside the graph")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    exporting = bool(argv) and argv[0] == "export"
     try:
-        args = build_parser().parse_args(argv)
+        args = (build_export_parser().parse_args(argv[1:]) if exporting else build_parser().parse_args(argv))
     except SystemExit as exit_:  # --help, --version, or a usage error already printed
         return int(exit_.code or 0)
     _configure_logging(args.debug)
     _quiet_opencv(args.debug)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return _run(args)
+        return _export(args) if exporting else _run(args)
     except Terminated:
         log.error("terminated; outputs were finalised")
         return EXIT_SIGTERM
@@ -132,6 +154,19 @@ def _run(args: argparse.Namespace) -> int:
     saved = f", saved to {', '.join(summary.outputs)}" if summary.outputs else ""
     dropped = f", {summary.dropped} dropped" if summary.dropped else ""
     log.info("explained %d frames in %.1f s%s%s", summary.frames, summary.seconds, dropped, saved)
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .export import export_onnx
+    from .models import DEFAULT_MODEL
+
+    model = args.model or DEFAULT_MODEL
+    output = args.output or str(Path("models") / f"{Path(model.removeprefix('timm:')).stem}.onnx")
+    export_onnx(output, model=model, weights=args.weights, labels=args.labels, layer=args.layer,
+                top_k=args.top_k, opset=args.opset, fp16=args.fp16)
     return EXIT_OK
 
 

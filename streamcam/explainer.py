@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backends import TorchBackend, check_backend
+from .backends import OnnxBackend, TorchBackend, choose_backend, is_onnx_file
 from .boxes import DEFAULT_BOX_THRESHOLD
 from .errors import InputError
 from .explainers import METHODS, GradCAM, Method, MethodInput, make_method
-from .models import DEFAULT_MODEL, load_model
+from .export import export_onnx
+from .models import DEFAULT_MODEL, load_model, resolve_labels
 from .preprocess import Preprocessor
 from .types import Explanation
 
@@ -42,8 +44,29 @@ class Explainer:
         box_threshold: float = DEFAULT_BOX_THRESHOLD,
     ) -> None:
         self.device = resolve_device(device)
-        self.backend_name = check_backend(backend)
         method_instance = make_method(method)
+        onnx_file = is_onnx_file(model)
+        self.backend_name = choose_backend(backend, onnx_file)
+        if onnx_file:
+            mean, std = self._from_graph(Path(model), labels, layer)
+        else:
+            mean, std = self._from_torch(model, weights, labels, layer, top_k)
+        self.method = self._checked(method_instance)
+        self.layers = self._resolve_layers(layers)
+        stages = self.anatomy.stage_layers() if self.backend.supports_gradients else []
+        self.grid_layers = self.layers or stages
+        if top_k < 1 or top_k > len(self.labels):
+            raise InputError(f"top-k must be between 1 and {len(self.labels)} (the number of classes), not {top_k}")
+        self.top_k = top_k
+        self.target_class = None if target_class is None else self.class_index(target_class)
+        if not 0.0 < box_threshold <= 1.0:
+            raise InputError(f"the box threshold is a fraction of the map's maximum, in (0, 1], not {box_threshold}")
+        self.box_threshold = box_threshold
+        self.preprocess = Preprocessor(self.input_size, mean, std, self.device)
+        self._fallback = GradCAM()
+
+    def _from_torch(self, model, weights, labels, layer, top_k) -> tuple[tuple, tuple]:
+        """A PyTorch model by name, file or module; on onnxruntime, exported to a temporary graph first."""
         loaded = load_model(model, weights=weights, labels=labels)
         self.model_name = loaded.name
         self.anatomy = loaded.anatomy
@@ -52,30 +75,42 @@ class Explainer:
         self.labels = loaded.labels
         self.input_size = loaded.input_size
         self.layer = self.anatomy.resolve_layer(layer, loaded.name)
+        self.gap_layers = self.anatomy.gap_layers
         # The classifier rows CAM reads; None where the layer does not feed a GAP + linear head.
         self.classifier_weight = (
             self.model.get_submodule(self.anatomy.classifier).weight.detach()
-            if self.layer in self.anatomy.gap_layers
+            if self.layer in self.gap_layers
             else None
         )
-        self.method = self._checked(method_instance)
-        self.layers = self._resolve_layers(layers)
-        self.grid_layers = self.layers or self.anatomy.stage_layers()
-        if top_k < 1 or top_k > len(self.labels):
-            raise InputError(f"top-k must be between 1 and {len(self.labels)} (the number of classes), not {top_k}")
-        self.top_k = top_k
-        self.target_class = None if target_class is None else self.class_index(target_class)
-        if not 0.0 < box_threshold <= 1.0:
-            raise InputError(f"the box threshold is a fraction of the map's maximum, in (0, 1], not {box_threshold}")
-        self.box_threshold = box_threshold
-        self.preprocess = Preprocessor(loaded.input_size, loaded.mean, loaded.std, self.device)
-        self.backend = TorchBackend(self.model)
-        self._fallback = GradCAM()
+        if self.backend_name == "onnxruntime":
+            self._graph_folder = tempfile.TemporaryDirectory(prefix="streamcam-onnx-")
+            top = min(max(top_k, 1), len(self.labels))
+            path = export_onnx(Path(self._graph_folder.name) / "model.onnx", loaded=loaded, layer=self.layer, top_k=top)
+            self.backend = OnnxBackend(path, self.device)
+        else:
+            self.backend = TorchBackend(self.model)
+        return loaded.mean, loaded.std
+
+    def _from_graph(self, path: Path, labels, layer) -> tuple[tuple, tuple]:
+        """An ONNX graph exported by streamcam: everything else comes from its metadata."""
+        self.backend = OnnxBackend(path, self.device)
+        meta = self.backend.metadata
+        self.model_name = meta.model
+        self.anatomy = None
+        self.model = None
+        self.labels = meta.labels if labels is None else resolve_labels(labels, len(meta.labels))
+        self.input_size = meta.input_size
+        if layer not in (None, meta.layer):
+            raise InputError(f"{path} explains layer {meta.layer}; export another graph (--layer) or use --backend torch")
+        self.layer = meta.layer
+        self.gap_layers = frozenset({meta.layer}) if meta.top_k else frozenset()
+        self.classifier_weight = self.backend.classifier_weight
+        return meta.mean, meta.std
 
     @property
     def available_methods(self) -> list[str]:
-        """The methods this model and layer can serve (CAM only on a GAP + linear head)."""
-        return [name for name, cls in METHODS.items() if not cls.needs_gap_linear or self.classifier_weight is not None]
+        """The methods this model, layer and backend can serve (CAM only on a GAP + linear head)."""
+        return [name for name, cls in METHODS.items() if self._refusal(cls) is None]
 
     def set_method(self, name: str) -> None:
         """Switch the explanation method; takes effect from the next batch."""
@@ -115,14 +150,16 @@ class Explainer:
         method_of = {name: self.method_for(name) for name in every}
         needs_grad = [name for name in every if method_of[name].needs_grad]
         result = self.backend.forward(x, every, track_gradients=bool(needs_grad))
-        class_ids, scores = self._targets(result.logits.detach())
+        in_graph = self._in_graph_cam(result, extra)
+        class_ids, scores = in_graph[:2] if in_graph else self._targets(result.logits.detach())
         gradients = self.backend.gradients(result, class_ids, needs_grad) if needs_grad else {}
         input_gradients = (
             self.backend.input_gradients(x, class_ids)
             if any(method_of[name].needs_input_grad for name in every)
             else None
         )
-        maps = {
+        maps = {} if in_graph is None else {self.layer: in_graph[2]}
+        maps.update({
             name: method_of[name](
                 MethodInput(
                     features=result.features[name].detach(),
@@ -133,7 +170,8 @@ class Explainer:
                 )
             )
             for name in every
-        }
+            if name not in maps
+        })
         ids = class_ids.tolist()  # the one small host copy the labels need
         return Explanation(
             class_ids=class_ids,
@@ -154,9 +192,18 @@ class Explainer:
         CAM is only defined at the layer that feeds a GAP + linear head; elsewhere
         Grad-CAM is its generalisation (and equals it at that layer).
         """
-        if self.method.needs_gap_linear and layer not in self.anatomy.gap_layers:
+        if self.method.needs_gap_linear and layer not in self.gap_layers:
             return self._fallback
         return self.method
+
+    def _in_graph_cam(self, result, extra: list[str]) -> tuple[torch.Tensor, ...] | None:
+        """The exported graph's own top-k CAM, when it answers exactly what was asked."""
+        if result.cam is None or self.method.name != "cam" or self.target_class is not None:
+            return None
+        if self.top_k > result.cam.shape[1] or extra:
+            return None
+        k = self.top_k
+        return result.class_ids[:, :k], result.scores[:, :k], result.cam[:, :k]
 
     def _targets(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probabilities = logits.float().softmax(dim=1)
@@ -167,18 +214,34 @@ class Explainer:
         return class_ids, probabilities.gather(1, class_ids)
 
     def _checked(self, method: Method) -> Method:
+        refusal = self._refusal(type(method))
+        if refusal:
+            raise InputError(refusal)
+        return method
+
+    def _refusal(self, method: type[Method]) -> str | None:
+        """Why this explainer cannot serve ``method``, or None."""
         if method.needs_gap_linear and self.classifier_weight is None:
             where = (
                 f"layer '{self.layer}' does not feed the classifier through global average pooling"
-                if self.anatomy.gap_layers
+                if self.gap_layers
                 else f"{self.model_name}'s head is not global average pooling + one linear layer"
             )
-            raise InputError(f"{method.name} needs a GAP + linear head, but {where}; use --method gradcam")
-        return method
+            return f"{method.name} needs a GAP + linear head, but {where}; use --method gradcam"
+        if self.backend.supports_gradients:
+            return None
+        if method.needs_input_grad:
+            return f"{method.name} back-propagates to the input: it needs --backend torch"
+        if method.needs_grad and self.classifier_weight is None:
+            return (f"{method.name} needs gradients, which an ONNX graph has only at a GAP + linear layer "
+                    f"(where Grad-CAM equals CAM); use --backend torch")
+        return None
 
     def _resolve_layers(self, layers: str | Sequence[str] | None) -> list[str]:
-        if layers is None:
+        if not layers:
             return []
+        if not self.backend.supports_gradients:
+            raise InputError("the multi-layer view needs --backend torch (an ONNX graph exposes one layer)")
         if isinstance(layers, str):
             if layers == "auto":
                 return self.anatomy.stage_layers()

@@ -81,7 +81,7 @@ def load_model(
     return LoadedModel(
         module=module,
         name=name,
-        labels=_resolve_labels(labels, anatomy.num_classes),
+        labels=resolve_labels(labels, anatomy.num_classes),
         input_size=int(size),
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
@@ -229,7 +229,7 @@ def _read_checkpoint(path: Path) -> object:
 
 def _whole_model_file(path: Path) -> nn.Module:
     if path.suffix.lower() == ".onnx":
-        raise InputError(f"{path}: ONNX graphs are not supported by this version; pass a PyTorch model")
+        raise InputError(f"{path} is an ONNX graph: run it with --backend onnxruntime")
     content = _read_checkpoint(path)
     if isinstance(content, nn.Module):
         return content
@@ -288,7 +288,7 @@ def imagenet_labels() -> tuple[str, ...]:
     return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _resolve_labels(labels: str | Path | list[str] | None, classes: int) -> list[str]:
+def resolve_labels(labels: str | Path | list[str] | None, classes: int) -> list[str]:
     if labels is None:
         if classes == 1000:
             return list(imagenet_labels())

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import InputError
+from .onnx_backend import OnnxBackend
 from .torch_backend import ForwardResult, TorchBackend
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
-def check_backend(name: str) -> str:
-    """Validate a backend name; "auto" resolves to the fastest engine that can serve (torch, for now)."""
+def is_onnx_file(model: object) -> bool:
+    return isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".onnx"
+
+
+def choose_backend(name: str, onnx_file: bool) -> str:
+    """Resolve a backend name. "auto": onnxruntime for an .onnx graph, torch otherwise."""
     if name not in BACKENDS:
         raise InputError(f"unknown backend '{name}': choose one of {', '.join(BACKENDS)}")
-    return "torch" if name == "auto" else name
+    if onnx_file and name == "torch":
+        raise InputError("an .onnx graph runs on --backend onnxruntime (or auto), not torch")
+    if name == "auto":
+        return "onnxruntime" if onnx_file else "torch"
+    return name
 
 
-__all__ = ["BACKENDS", "ForwardResult", "TorchBackend", "check_backend"]
+__all__ = ["BACKENDS", "ForwardResult", "OnnxBackend", "TorchBackend", "choose_backend", "is_onnx_file"]

@@ -17,6 +17,10 @@ class ForwardResult:
 
     logits: torch.Tensor  # (B, C); attached to the autograd graph when gradients are tracked
     features: dict[str, torch.Tensor]  # layer name -> (B, K, h, w)
+    # An exported graph's own top-k and fused CAM (onnxruntime backend), when it has them.
+    class_ids: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    cam: torch.Tensor | None = None
 
 
 class TorchBackend:

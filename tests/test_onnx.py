@@ -1,0 +1,217 @@
+"""ONNX export with feature maps and fused CAM; the onnxruntime backend against the torch backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import streamcam
+from streamcam.cli import main
+from streamcam.export import export_onnx
+
+from conftest import make_pan_video
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """One exported graph per model, made once: the real default model and random-weight torchvision nets."""
+    folder = tmp_path_factory.mktemp("graphs")
+    made = {}
+
+    def get(name: str, **kwargs):
+        key = (name, tuple(sorted(kwargs.items())))
+        if key not in made:
+            weights = None if name == streamcam.DEFAULT_MODEL else "random"
+            torch.manual_seed(0)
+            loaded = streamcam.load_model(name, weights=weights)
+            path = export_onnx(folder / f"{name}-{len(made)}.onnx", loaded=loaded, **kwargs)
+            made[key] = (path, loaded)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from streamcam.demo import photo
+
+    return [photo("chelsea"), photo("coffee")]
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+
+@pytest.mark.parametrize("name", [streamcam.DEFAULT_MODEL, "resnet18", "resnet50"])
+def test_graph_matches_the_torch_backend(graphs, photos, name):
+    path, loaded = graphs(name, top_k=3)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert [o.name for o in proto.graph.output] == ["logits", "features", "class_ids", "scores", "cam"]
+    assert proto.graph.input[0].name == "frames"
+    torch_ex = streamcam.Explainer(model=loaded.module, device="cpu", top_k=3, labels=loaded.labels)
+    onnx_ex = streamcam.Explainer(model=path, device="cpu", top_k=3)
+    assert onnx_ex.model is None and onnx_ex.layer == torch_ex.layer and onnx_ex.labels == torch_ex.labels
+    x = torch_ex.preprocess(photos)
+    ours, theirs = onnx_ex.backend.forward(x, [onnx_ex.layer]), torch_ex.backend.forward(x, [torch_ex.layer])
+    assert relative_error(ours.logits, theirs.logits) <= 1e-4
+    a, b = onnx_ex.explain_tensor(x), torch_ex.explain_tensor(x)
+    assert torch.equal(a.class_ids, b.class_ids)
+    assert torch.allclose(a.scores, b.scores, atol=1e-4)
+    for i in range(2):
+        for j in range(3):
+            assert correlation(a.maps[i, j], b.maps[i, j]) >= 0.999
+    if name == streamcam.DEFAULT_MODEL:
+        assert a.labels[0][0] == "Egyptian cat" and a.labels[1][0] == "espresso"
+
+
+def test_dynamic_batch_and_metadata(graphs, photos):
+    path, loaded = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    ex = streamcam.Explainer(model=path, device="cpu")
+    for count in (1, 3):
+        res = ex(photos[:1] * count)
+        assert res.maps.shape == (count, 1, 7, 7)
+    meta = ex.backend.metadata
+    assert (meta.layer, meta.top_k, meta.input_size, meta.mean) == ("bn2", 3, 224, (0.5, 0.5, 0.5))
+    assert len(meta.labels) == 1000 and meta.labels[967] == "espresso"
+
+
+def test_net_without_gap_head_exports_logits_and_features(graphs, photos):
+    path, loaded = graphs("mobilenet_v3_large")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert [o.name for o in proto.graph.output] == ["logits", "features"]
+    torch_ex = streamcam.Explainer(model=loaded.module, device="cpu", method="eigencam")
+    with pytest.raises(streamcam.InputError, match="GAP"):
+        streamcam.Explainer(model=path, device="cpu")  # cam
+    with pytest.raises(streamcam.InputError, match="--backend torch"):
+        streamcam.Explainer(model=path, device="cpu", method="gradcam")
+    onnx_ex = streamcam.Explainer(model=path, device="cpu", method="eigencam")
+    x = torch_ex.preprocess(photos)
+    ours, theirs = onnx_ex.backend.forward(x, [onnx_ex.layer]), torch_ex.backend.forward(x, [torch_ex.layer])
+    assert relative_error(ours.logits, theirs.logits) <= 1e-4
+    assert relative_error(ours.features[onnx_ex.layer], theirs.features[torch_ex.layer]) <= 1e-4
+    a, b = onnx_ex.explain_tensor(x), torch_ex.explain_tensor(x)
+    assert torch.allclose(a.maps, b.maps, atol=1e-3)  # Eigen-CAM from the graph's features
+
+
+def test_gradcam_and_eigencam_are_served_from_the_graph(graphs, photos):
+    path, loaded = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    for method in ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"):
+        onnx_ex = streamcam.Explainer(model=path, device="cpu", method=method, top_k=2)
+        torch_ex = streamcam.Explainer(model=loaded.module, device="cpu", method=method, top_k=2)
+        a, b = onnx_ex(photos), torch_ex(photos)
+        assert torch.equal(a.class_ids, b.class_ids), method
+        assert torch.allclose(a.maps, b.maps, atol=1e-3), method
+    with pytest.raises(streamcam.InputError, match="--backend torch"):
+        streamcam.Explainer(model=path, device="cpu", method="guided-backprop")
+    assert "guided-gradcam" not in streamcam.Explainer(model=path, device="cpu").available_methods
+
+
+def test_fixed_class_and_more_classes_than_the_graph_computes(graphs, photos):
+    path, loaded = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    for options in ({"target_class": "espresso"}, {"top_k": 5}):
+        a = streamcam.Explainer(model=path, device="cpu", **options)(photos)
+        b = streamcam.Explainer(model=loaded.module, device="cpu", **options)(photos)
+        assert torch.equal(a.class_ids, b.class_ids) and torch.allclose(a.maps, b.maps, atol=1e-3)
+
+
+def test_fp16_graph(graphs, photos, tmp_path):
+    path, loaded = graphs(streamcam.DEFAULT_MODEL, fp16=True, top_k=1)
+    assert streamcam.Explainer(model=path, device="cpu").backend.metadata.precision == "fp16"
+    res = streamcam.Explainer(model=path, device="cpu")(photos)
+    assert res.labels == [["Egyptian cat"], ["espresso"]]
+    reference = streamcam.Explainer(model=loaded.module, device="cpu")(photos)
+    assert all(correlation(res.maps[i, 0], reference.maps[i, 0]) >= 0.99 for i in range(2))
+
+
+def test_the_cpu_provider_is_chosen_quietly(graphs, capfd):
+    path, _ = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    capfd.readouterr()
+    ex = streamcam.Explainer(model=path, device="cpu")
+    assert ex.backend.session.get_providers() == ["CPUExecutionProvider"]
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_the_pipeline_on_onnxruntime_agrees_with_torch(graphs, tmp_path):
+    path, loaded = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    clip = make_pan_video(tmp_path / "in.mp4", count=8)
+    summaries = {}
+    for backend, model in (("onnxruntime", path), ("torch", loaded.module)):
+        records = tmp_path / f"{backend}.jsonl"
+        ex = streamcam.Explainer(model=model, device="cpu", backend=backend)
+        summaries[backend] = streamcam.run(clip, tmp_path / f"{backend}.mp4", display=False, json=records,
+                                           explainer=ex)
+    assert summaries["onnxruntime"].frames == summaries["torch"].frames == 8
+    onnx_lines = (tmp_path / "onnxruntime.jsonl").read_text().splitlines()
+    torch_lines = (tmp_path / "torch.jsonl").read_text().splitlines()
+    import json
+
+    for mine, theirs in zip(onnx_lines, torch_lines):
+        a, b = json.loads(mine)["predictions"][0], json.loads(theirs)["predictions"][0]
+        assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_a_named_model_on_onnxruntime_is_exported_on_the_fly(photos):
+    ex = streamcam.Explainer(model="resnet18", weights="random", device="cpu", backend="onnxruntime", top_k=2)
+    assert ex.backend.name == "onnxruntime" and ex.model is not None
+    torch_ex = streamcam.Explainer(model=ex.model, device="cpu", top_k=2)
+    a, b = ex(photos), torch_ex(photos)
+    assert torch.equal(a.class_ids, b.class_ids) and torch.allclose(a.maps, b.maps, atol=1e-3)
+
+
+def test_bad_graphs_and_backend_choices(tmp_path, graphs):
+    plain = tmp_path / "plain.onnx"  # a valid graph, but not one of ours
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["logits"])], "plain",
+                              [value("frames", TensorProto.FLOAT, [1, 3])], [value("logits", TensorProto.FLOAT, [1, 3])])
+    onnx.save(helper.make_model(graph), str(plain))
+    with pytest.raises(streamcam.InputError, match="not exported by streamcam"):
+        streamcam.Explainer(model=plain, device="cpu")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(streamcam.InputError, match="corrupt.onnx"):
+        streamcam.Explainer(model=corrupt, device="cpu")
+    path, _ = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    with pytest.raises(streamcam.InputError, match="onnxruntime"):
+        streamcam.Explainer(model=path, device="cpu", backend="torch")
+    with pytest.raises(streamcam.InputError, match="explains layer bn2"):
+        streamcam.Explainer(model=path, device="cpu", layer="blocks.4")
+    with pytest.raises(streamcam.InputError, match="multi-layer"):
+        streamcam.Explainer(model=path, device="cpu", layers="auto")
+
+
+def test_export_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "models" / "resnet18.onnx"
+    code = main(["export", "--model", "resnet18", "--weights", "random", "-o", str(out), "--top-k", "2", "--opset", "18"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "exported resnet18" in err
+    assert streamcam.Explainer(model=out, device="cpu").backend.metadata.top_k == 2
+    assert main(["export", "--model", "resnet81", "-o", str(out)]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+def test_iobinding_on_cuda_matches_the_cpu(graphs, photos):
+    path, _ = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    gpu = streamcam.Explainer(model=path, device="cuda", top_k=3)
+    cpu = streamcam.Explainer(model=path, device="cpu", top_k=3)
+    assert gpu.backend.session.get_providers()[0] == "CUDAExecutionProvider"
+    x = gpu.preprocess(photos)
+    result = gpu.backend.forward(x, [gpu.layer])
+    assert result.logits.device.type == "cuda" and result.cam.device.type == "cuda"  # never through the host
+    a, b = gpu(photos), cpu(photos)
+    assert torch.equal(a.class_ids.cpu(), b.class_ids)
+    assert all(correlation(a.maps[i, j].cpu(), b.maps[i, j]) >= 0.999 for i in range(2) for j in range(3))
