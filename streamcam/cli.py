@@ -151,6 +151,8 @@ def _run(args: argparse.Namespace) -> int:
             progress=sys.stderr.isatty(),
         )
         summary = run_config(config)
+    for problem in summary.problems:
+        log.warning("warning: %s", problem)
     saved = f", saved to {', '.join(summary.outputs)}" if summary.outputs else ""
     dropped = f", {summary.dropped} dropped" if summary.dropped else ""
     log.info("explained %d frames in %.1f s%s%s", summary.frames, summary.seconds, dropped, saved)
@@ -184,9 +186,13 @@ def _configure_logging(debug: bool) -> None:
 
 
 def _quiet_opencv(debug: bool) -> None:
-    """OpenCV's warnings (a missing camera, a failed probe) would bury our one-line errors."""
+    """OpenCV's and FFmpeg's warnings (a missing camera, a damaged packet) would bury our one-line errors."""
+    import os
+
     import cv2
 
+    if not debug:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when the first capture opens
     levels = cv2.utils.logging
     levels.setLogLevel(levels.LOG_LEVEL_WARNING if debug else levels.LOG_LEVEL_SILENT)
 

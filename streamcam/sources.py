@@ -7,9 +7,10 @@ before the pipeline starts. A source never invents frames.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -25,16 +26,33 @@ IMAGE_SUFFIXES = frozenset(
     ".bmp .dib .jpeg .jpg .jpe .jp2 .png .webp .pbm .pgm .ppm .pxm .pnm .sr .ras .tiff .tif .exr .hdr .pic".split()
 )
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
-# How long a live source keeps retrying reads before it calls the stream ended.
-LIVE_READ_PATIENCE_S = 2.0
+# How long a live source keeps reopening a device or stream that stopped, before it ends.
+LIVE_RECONNECT_S = 10.0
+# Consecutive failed reads a file may skip before it is taken as ended.
+MAX_SKIPPED_READS = 25
 _OPEN_TIMEOUT_MS = 5000
+# A stream read blocks at most this long, so that a shutdown is never held up for long.
+_READ_TIMEOUT_MS = 1500
 _FALLBACK_FPS = 30.0
 
 
 class Source(Resource, ABC):
-    """A stream of frames with known properties; use it as a context manager."""
+    """A stream of frames with known properties; use it as a context manager.
+
+    ``problems`` collects what went wrong without stopping the run (a truncated
+    file, a camera that went away); the caller reports them at the end.
+    """
 
     info: VideoInfo
+
+    @property
+    def problems(self) -> list[str]:
+        return self.__dict__.setdefault("_problems", [])
+
+    @property
+    def _stopping(self) -> threading.Event:
+        # Made on first use, so that subclasses need not call an __init__.
+        return self.__dict__.setdefault("_stopping_event", threading.Event())
 
     @property
     def live(self) -> bool:
@@ -45,21 +63,33 @@ class Source(Resource, ABC):
     def frames(self) -> Iterator[Frame]:
         """Yield frames in order, from the first."""
 
+    def interrupt(self) -> None:
+        """Ask a source waiting to reconnect to give up now (any thread may call it)."""
+        self._stopping.set()
 
 
 class CaptureSource(Source):
-    """Anything OpenCV's VideoCapture reads: a video file, a webcam, a network stream."""
+    """Anything OpenCV's VideoCapture reads: a video file, a webcam, a network stream.
 
-    def __init__(self, capture: cv2.VideoCapture, source_id: str, live: bool) -> None:
-        self._capture = capture
-        ok, first = capture.read()
+    A file is read to its end: a frame that fails to decode is skipped (up to
+    ``MAX_SKIPPED_READS`` in a row) and counted, and a file shorter than its header
+    says is reported. A live source that stops delivering is reopened with
+    exponential backoff for up to ``reconnect_s`` seconds, then ends cleanly.
+    """
+
+    def __init__(self, open_capture: Callable[[], cv2.VideoCapture], source_id: str, live: bool,
+                 reconnect_s: float = LIVE_RECONNECT_S) -> None:
+        self._open_capture = open_capture
+        self._capture = open_capture()
+        self.reconnect_s = reconnect_s
+        ok, first = self._capture.read() if self._capture.isOpened() else (False, None)
         if not ok or first is None:
-            capture.release()
+            self._capture.release()
             raise InputError(f"{source_id}: no frame could be read (is it a video OpenCV can decode?)")
         self._first = first
         self._opened_at = time.monotonic()
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.info = VideoInfo(
             source_id=source_id,
             width=first.shape[1],
@@ -68,6 +98,7 @@ class CaptureSource(Source):
             frame_count=None if live or count <= 0 else count,
             live=live,
         )
+        self.skipped = 0  # undecodable frames stepped over (files)
 
     def frames(self) -> Iterator[Frame]:
         try:
@@ -76,7 +107,8 @@ class CaptureSource(Source):
             while image is not None:
                 yield self._frame(index, image)
                 index += 1
-                image = self._read_next()
+                image = self._read_live() if self.live else self._read_file(index)
+            self._report_shortfall(index)
         finally:
             self.close()
 
@@ -89,19 +121,49 @@ class CaptureSource(Source):
         timestamp = now - self._opened_at if self.live else index / self.info.fps
         return Frame(index=index, timestamp=timestamp, captured_at=now, image=image, source_id=self.info.source_id)
 
-    def _read_next(self) -> np.ndarray | None:
-        ok, image = self._capture.read()
-        if ok:
-            return image
-        if not self.live:
-            return None  # end of file
-        deadline = time.monotonic() + LIVE_READ_PATIENCE_S
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
+    def _read_file(self, delivered: int) -> np.ndarray | None:
+        """The next decodable frame; None at the end of the file."""
+        for _ in range(MAX_SKIPPED_READS):
             ok, image = self._capture.read()
             if ok:
                 return image
-        log.warning("%s stopped delivering frames; ending the stream", self.info.source_id)
+            expected = self.info.frame_count
+            if expected is None or delivered + self.skipped >= expected:
+                return None  # a normal end
+            self.skipped += 1  # a frame that would not decode: step over it
+        return None
+
+    def _report_shortfall(self, delivered: int) -> None:
+        source = self.info.source_id
+        if self.skipped:
+            log.debug("%s: %d read attempts failed before the end", source, self.skipped)
+        expected = self.info.frame_count
+        if expected is not None and delivered < expected:
+            self.problems.append(
+                f"{source}: {delivered} of the {expected} frames its header announces could be decoded "
+                f"(truncated or corrupt); all {delivered} were processed"
+            )
+
+    def _read_live(self) -> np.ndarray | None:
+        """The next frame; when the device or stream stops, reopen it with backoff, then give up."""
+        ok, image = self._capture.read()
+        if ok:
+            return image
+        source = self.info.source_id
+        log.warning("%s stopped delivering frames; reconnecting for up to %.0f s", source, self.reconnect_s)
+        deadline = time.monotonic() + self.reconnect_s
+        delay = 0.1
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            self._capture.release()
+            self._capture = self._open_capture()
+            ok, image = self._capture.read() if self._capture.isOpened() else (False, None)
+            if ok:
+                log.warning("%s is back", source)
+                return image
+            self._stopping.wait(min(delay, max(0.0, deadline - time.monotonic())))
+            delay *= 2
+        if not self._stopping.is_set():
+            self.problems.append(f"{source} was lost and did not come back within {self.reconnect_s:.0f} s; stopped")
         return None
 
 
@@ -167,7 +229,7 @@ def open_source(inputs: Sequence[str | Path] = (), webcam: int | None = None) ->
     if not inputs:
         raise InputError("nothing to explain: give a video, images, a folder, a URL, --webcam N or --demo")
     names = [str(i) for i in inputs]
-    if len(names) == 1 and names[0].lower().startswith(NETWORK_SCHEMES):
+    if len(names) == 1 and "://" in names[0]:
         return open_stream(names[0])
     images = _expand_images([Path(n) for n in names])
     if images is not None:
@@ -182,27 +244,36 @@ def open_video_file(path: Path) -> CaptureSource:
         raise InputError(f"no such file: {path}")
     if path.is_dir():
         raise InputError(f"{path} is a folder with no images in it")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise InputError(f"cannot open {path} as a video or an image (corrupt, or a format OpenCV cannot decode)")
-    return CaptureSource(capture, str(path), live=False)
+        hint = " (an .mp4 cut short loses its index at the end)" if path.suffix.lower() in (".mp4", ".mov", ".m4v") else ""
+        raise InputError(f"cannot open {path} as a video or an image: corrupt, truncated{hint}, or a format OpenCV cannot decode")
+    return CaptureSource(lambda: capture, str(path), live=False)
 
 
 def open_webcam(index: int) -> CaptureSource:
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise InputError(f"no webcam at index {index}: check that it is plugged in, or try another --webcam N")
-    return CaptureSource(capture, f"webcam:{index}", live=True)
+    reopened = iter([capture])
+    return CaptureSource(lambda: next(reopened, None) or cv2.VideoCapture(index), f"webcam:{index}", live=True)
 
 
 def open_stream(url: str) -> CaptureSource:
-    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _OPEN_TIMEOUT_MS]
+    scheme = url.split("://", 1)[0].lower() + "://"
+    if scheme not in NETWORK_SCHEMES:
+        raise InputError(f"unsupported URL scheme in {url}: streamcam reads {', '.join(s[:-3] for s in NETWORK_SCHEMES)}")
+    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _READ_TIMEOUT_MS]
     capture = cv2.VideoCapture(url, cv2.CAP_ANY, timeouts)
     if not capture.isOpened():
         raise InputError(f"cannot open the stream {url}: unreachable, or not a video stream OpenCV can read")
     # A network URL is live unless it reports a length (a file served over HTTP).
     finite = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) > 0
-    return CaptureSource(capture, url, live=not finite)
+    reopened = iter([capture])
+    return CaptureSource(lambda: next(reopened, None) or cv2.VideoCapture(url, cv2.CAP_ANY, timeouts), url,
+                         live=not finite)
 
 
 def _expand_images(paths: Sequence[Path]) -> list[Path] | None:
@@ -210,7 +281,12 @@ def _expand_images(paths: Sequence[Path]) -> list[Path] | None:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in path.iterdir() if p.is_file())
+            inside = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+            if others:
+                shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+                log.warning("skipping %d file(s) in %s that are not images: %s", len(others), path, shown)
             if not inside:
                 raise InputError(f"{path} is a folder with no images in it")
             found.extend(inside)

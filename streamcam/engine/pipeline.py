@@ -47,6 +47,7 @@ class RunSummary:
     seconds: float
     outputs: tuple[str, ...]  # files or folders written
     stopped_by_user: bool  # the window's q / Esc
+    problems: tuple[str, ...] = ()  # what went wrong without stopping the run (truncated file, lost camera)
 
 
 def annotate(source: Source, explainer: Explainer, batch: int = 8, view: ViewOptions | None = None,
@@ -97,6 +98,7 @@ def annotate(source: Source, explainer: Explainer, batch: int = 8, view: ViewOpt
         failure.raise_if_any()
     finally:
         stop.set()
+        source.interrupt()  # a live source waiting to reconnect gives up at once
         join_all(threads, JOIN_TIMEOUT_S)
 
 
@@ -165,6 +167,7 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
         seconds=time.monotonic() - started,
         outputs=tuple(path for path in (config.output, config.json) if path),
         stopped_by_user=stopped_by_user,
+        problems=tuple(source.problems),
     )
 
 
