@@ -243,7 +243,7 @@ def end_to_end(ex: streamcam.Explainer, rounds: int, frames: int, sizes: list[tu
             out = Path(folder) / "out.mp4"
 
             def pipeline() -> float:
-                summary = streamcam.run(clip, out, display=False, batch=batch, explainer=ex)
+                summary = streamcam.run(clip, out, display=False, batch=batch, overwrite=True, explainer=ex)
                 return summary.frames / summary.seconds
 
             def naive(explain: Callable) -> Callable[[], float]:

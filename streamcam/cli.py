@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--webcam", type=int, metavar="N", help="explain webcam number N, live")
     parser.add_argument("--demo", action="store_true", help="explain a built-in clip (made from real photos) and write streamcam-demo.mp4")
     parser.add_argument("-o", "--output", help="annotated video file (.mp4, .avi, ...) or, for images, a folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None, help="efficientnet_lite0 (default), a torchvision name (resnet50...), timm:NAME, or a saved model file")
     model.add_argument("--weights", help="a state dict or whole saved model; 'random' keeps an untrained net")
@@ -147,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
             box_threshold=args.box_threshold,
             smooth=args.smooth,
             json=args.json,
+            overwrite=args.overwrite or args.demo,  # the demo rewrites its own output
             display=False if args.no_display else None,
             progress=sys.stderr.isatty(),
         )

@@ -51,6 +51,7 @@ class RunConfig:
     box_threshold: float = DEFAULT_BOX_THRESHOLD  # fraction of the map's max
     smooth: float = 0.0  # temporal smoothing strength, 0 (off) to 1
     json: str | None = None  # per-frame JSON lines
+    overwrite: bool = False  # replace existing output files
     display: bool | None = None  # None: a window where there is a display
     progress: bool = False  # a tqdm bar for inputs of known length
 

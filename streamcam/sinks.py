@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -28,6 +29,9 @@ from .types import AnnotatedFrame, VideoInfo
 log = logging.getLogger(__name__)
 
 # Container -> codec that OpenCV's own FFmpeg build can always write.
+# Stop writing video when the disk has less than this free (checked every DISK_CHECK_EVERY frames).
+MIN_FREE_BYTES = 32 * 2**20
+DISK_CHECK_EVERY = 30
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 _QUIT_KEYS = {ord("q"), ord("Q"), 27}  # q, Esc
 
@@ -80,24 +84,39 @@ class WindowSink(Sink):
 
 
 class VideoFileSink(Sink):
-    """A video file with the source's size and exact (float) frame rate."""
+    """A video file with the source's size and exact (float) frame rate.
 
-    def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
+    OpenCV's writer keeps even sizes only: an odd width or height loses its last
+    column or row (said once, at open). Every ``DISK_CHECK_EVERY`` frames the free
+    space is checked: below ``MIN_FREE_BYTES`` the run stops with what is written
+    so far still playable, since OpenCV's writer cannot report a failed write.
+    """
+
+    def __init__(self, path: Path, fps: float, width: int, height: int, overwrite: bool = False) -> None:
         codec = VIDEO_CODECS.get(path.suffix.lower())
         if codec is None:
             raise InputError(f"cannot write video as {path.suffix or 'a file without extension'}: use one of {', '.join(VIDEO_CODECS)}")
+        _refuse_existing(path, overwrite)
         _make_parent(path)
         self.path = path
         self.size = (width, height)
         self.frames_written = 0
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), self.size)
         if not self._writer.isOpened():
-            raise InputError(f"cannot write {path}: check the folder exists and is writable")
+            tiny = " (mp4v needs at least 2x2 pixels: use .avi)" if min(width, height) < 2 else ""
+            raise InputError(f"cannot write {path}{tiny}: check the folder exists and is writable")
+        if width % 2 or height % 2:
+            log.warning("%s: OpenCV writes even sizes only: %dx%d frames are stored as %dx%d",
+                        path, width, height, width - width % 2, height - height % 2)
 
     def write(self, annotated: AnnotatedFrame) -> None:
         image = annotated.image
         if (image.shape[1], image.shape[0]) != self.size:
             raise StreamcamError(f"{self.path}: frame of size {image.shape[1]}x{image.shape[0]} in a {self.size[0]}x{self.size[1]} video")
+        if self.frames_written % DISK_CHECK_EVERY == 0:
+            free = shutil.disk_usage(self.path.parent).free
+            if free < MIN_FREE_BYTES:
+                raise StreamcamError(f"the disk holding {self.path} is full ({free // 2**20} MB free); stopped")
         self._writer.write(image)
         self.frames_written += 1
 
@@ -111,9 +130,11 @@ class VideoFileSink(Sink):
 class ImageFolderSink(Sink):
     """One annotated image per input image, under the input's file name."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, overwrite: bool = False) -> None:
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder} is a file; images are written into a folder")
+        if not overwrite and folder.is_dir() and any(folder.iterdir()):
+            raise InputError(f"{folder} already holds files: choose an empty folder, or pass --overwrite")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -144,7 +165,8 @@ class JsonLinesSink(Sink):
     ``{"frame", "time", "source", "predictions": [{"class_id", "label", "score", "box"}], "dropped", "method"}``
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, overwrite: bool = False) -> None:
+        _refuse_existing(path, overwrite)
         _make_parent(path)
         try:
             self._file = path.open("w", encoding="utf-8")
@@ -197,14 +219,18 @@ def display_available() -> bool:
 
 
 def open_sinks(output: str | Path | None, info: VideoInfo, display: bool | None,
-               controls: LiveControls | None = None, json_path: str | Path | None = None) -> list[Sink]:
-    """The sinks a run writes to. ``display``: True forces the window, False turns it off, None = where possible."""
+               controls: LiveControls | None = None, json_path: str | Path | None = None,
+               overwrite: bool = False) -> list[Sink]:
+    """The sinks a run writes to. ``display``: True forces the window, False turns it off, None = where possible.
+
+    Existing output files (or a folder with files in it) are refused unless ``overwrite``.
+    """
     sinks: list[Sink] = []
     try:
         if output is not None:
-            sinks.append(_output_sink(Path(output), info))
+            sinks.append(_output_sink(Path(output), info, overwrite))
         if json_path is not None:
-            sinks.append(JsonLinesSink(Path(json_path)))
+            sinks.append(JsonLinesSink(Path(json_path), overwrite))
         if display is not False:
             if display_available():
                 sinks.append(WindowSink(f"streamcam - {info.source_id}", controls))
@@ -217,12 +243,19 @@ def open_sinks(output: str | Path | None, info: VideoInfo, display: bool | None,
     return sinks
 
 
-def _output_sink(path: Path, info: VideoInfo) -> Sink:
+def _output_sink(path: Path, info: VideoInfo, overwrite: bool) -> Sink:
     if info.fps is None:  # images in -> images out
         if path.suffix.lower() in VIDEO_CODECS:
             raise InputError(f"images in, images out: give a folder for -o, not {path}")
-        return ImageFolderSink(path)
-    return VideoFileSink(path, info.fps, info.width, info.height)
+        return ImageFolderSink(path, overwrite)
+    return VideoFileSink(path, info.fps, info.width, info.height, overwrite)
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists: pass --overwrite to replace it")
 
 
 def _make_parent(path: Path) -> None:

@@ -143,7 +143,7 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
     stopped_by_user = False
     with open_source(config.inputs, config.webcam) as source, contextlib.ExitStack() as stack:
         controls = live_controls(explainer)
-        opened = open_sinks(config.output, source.info, config.display, controls, config.json)
+        opened = open_sinks(config.output, source.info, config.display, controls, config.json, config.overwrite)
         sinks = [stack.enter_context(sink) for sink in opened]
         if not sinks:
             log.warning("no display and no output: frames are explained but neither shown nor saved")
