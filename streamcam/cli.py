@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 
 from .explainers import METHODS
+from .interrupts import Terminated
+from .interrupts import install as install_signal_handlers
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 log = logging.getLogger("streamcam")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that every ``finally`` runs as for Ctrl-C."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     _configure_logging(args.debug)
     _quiet_opencv(args.debug)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    restore_signals = install_signal_handlers()
     try:
         return _export(args) if exporting else _run(args)
     except Terminated:
@@ -114,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamcam: error: {type(error).__name__}: {error} (--debug shows the traceback)", file=sys.stderr)
         return EXIT_FAILURE
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_signals()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -172,10 +169,6 @@ def _export(args: argparse.Namespace) -> int:
     export_onnx(output, model=model, weights=args.weights, labels=args.labels, layer=args.layer,
                 top_k=args.top_k, opset=args.opset, fp16=args.fp16)
     return EXIT_OK
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
 
 
 def _configure_logging(debug: bool) -> None:

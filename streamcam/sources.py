@@ -78,10 +78,10 @@ class CaptureSource(Source):
     """
 
     def __init__(self, open_capture: Callable[[], cv2.VideoCapture], source_id: str, live: bool,
-                 reconnect_s: float = LIVE_RECONNECT_S) -> None:
+                 reconnect_s: float | None = None) -> None:
         self._open_capture = open_capture
         self._capture = open_capture()
-        self.reconnect_s = reconnect_s
+        self.reconnect_s = LIVE_RECONNECT_S if reconnect_s is None else reconnect_s
         ok, first = self._capture.read() if self._capture.isOpened() else (False, None)
         if not ok or first is None:
             self._capture.release()

@@ -20,6 +20,7 @@ from ..config import RunConfig, ViewOptions
 from ..controls import LiveControls
 from ..errors import InputError
 from ..explainer import Explainer
+from ..interrupts import frame_being_written
 from ..sinks import open_sinks
 from ..sources import Source, open_source
 from ..types import AnnotatedFrame
@@ -152,8 +153,9 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
         stack.enter_context(contextlib.closing(stream))
         dropped = 0
         for item in stream:
-            for sink in sinks:
-                sink.write(item)
+            with frame_being_written():  # a Ctrl-C waits until every sink has this frame
+                for sink in sinks:
+                    sink.write(item)
             count += 1
             dropped = item.dropped
             if bar is not None:
