@@ -12,7 +12,6 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 
-from .explainers import METHODS
 from .interrupts import Terminated
 from .interrupts import install as install_signal_handlers
 
@@ -26,6 +25,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .explainers import METHODS
+
     parser = _Parser(
         prog="streamcam",
         description="See what a CNN classifier looks at, live: CAM heatmaps on webcams, videos, images and streams.",
@@ -83,16 +84,18 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Signals first: torch takes seconds to import, and a Ctrl-C then must not print a traceback.
+    restore_signals = install_signal_handlers()
     argv = list(sys.argv[1:] if argv is None else argv)
     exporting = bool(argv) and argv[0] == "export"
+    debug = "--debug" in argv
     try:
-        args = (build_export_parser().parse_args(argv[1:]) if exporting else build_parser().parse_args(argv))
-    except SystemExit as exit_:  # --help, --version, or a usage error already printed
-        return int(exit_.code or 0)
-    _configure_logging(args.debug)
-    _quiet_opencv(args.debug)
-    restore_signals = install_signal_handlers()
-    try:
+        try:
+            args = build_export_parser().parse_args(argv[1:]) if exporting else build_parser().parse_args(argv)
+        except SystemExit as exit_:  # --help, --version, or a usage error already printed
+            return int(exit_.code or 0)
+        _configure_logging(debug)
+        _quiet_opencv(debug)
         return _export(args) if exporting else _run(args)
     except Terminated:
         log.error("terminated; outputs were finalised")
@@ -103,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - mapped to one line and an exit code
         from .errors import StreamcamError
 
-        if args.debug:
+        if debug:
             log.exception("failed")
         if isinstance(error, StreamcamError):
             print(f"streamcam: error: {error}", file=sys.stderr)
@@ -171,9 +174,17 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message comes (it may have been swapped since)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _configure_logging(debug: bool) -> None:
     """streamcam's own messages, one line each, on the current stderr."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("streamcam: %(message)s"))
     log.handlers = [handler]
     log.propagate = False

@@ -173,11 +173,18 @@ class ImageSource(Source):
     def __init__(self, paths: Sequence[Path]) -> None:
         if not paths:
             raise InputError("no images to read")
-        self._paths = list(paths)
-        first = read_image(self._paths[0])
+        # One image named alone must read; among several, unreadable ones are skipped with a warning.
+        first = read_image(paths[0]) if len(paths) == 1 else None
+        start = 0
+        while first is None and start < len(paths):
+            first = _read_image_or_skip(paths[start])
+            start += first is None
+        if first is None:
+            raise InputError(f"none of the {len(paths)} images could be decoded")
+        self._paths = list(paths[start:])
         self._first = first
         self.info = VideoInfo(
-            source_id=str(self._paths[0].parent if len(self._paths) > 1 else self._paths[0]),
+            source_id=str(self._paths[0].parent if len(paths) > 1 else self._paths[0]),
             width=first.shape[1],
             height=first.shape[0],
             fps=None,

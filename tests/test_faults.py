@@ -1,0 +1,403 @@
+"""Nothing lost, nothing hangs: damaged inputs, odd frames, lost cameras, full disks, signals, long runs."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import streamcam
+import streamcam.sinks
+import streamcam.sources
+from streamcam.cli import main
+from streamcam.demo import pan_frames, photo
+from streamcam.engine import annotate
+from streamcam.sources import Source
+from streamcam.types import Frame, VideoInfo
+
+from conftest import TinyGapNet, make_pan_video, streamcam_threads
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(autouse=True)
+def headless(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+
+@pytest.fixture
+def tiny_explainer() -> streamcam.Explainer:
+    torch.manual_seed(0)
+    return streamcam.Explainer(model=TinyGapNet().eval(), device="cpu")
+
+
+def write_avi(path: Path, count: int = 60, size=(320, 240)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size)
+    for frame, _ in pan_frames(photo("chelsea"), size, count):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def frames_in(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+def cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+# --- damaged video files -------------------------------------------------------
+
+
+def test_truncated_file_every_decodable_frame_then_the_problem(tmp_path, capsys):
+    data = write_avi(tmp_path / "full.avi").read_bytes()
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(data[: int(len(data) * 0.6)])
+    decodable = len(frames_in(truncated))
+    assert 0 < decodable < 60
+    out = tmp_path / "out.avi"
+    code, err = cli(capsys, str(truncated), "-o", str(out))
+    assert code == 0, err
+    assert len(frames_in(out)) == decodable
+    assert f"{decodable} of the 60 frames" in err and "Traceback" not in err
+
+
+def test_corruption_in_the_middle_does_not_end_the_run(tmp_path, capsys):
+    data = bytearray(write_avi(tmp_path / "full.avi").read_bytes())
+    start = int(len(data) * 0.45)
+    data[start : start + 3000] = bytes((b * 7 + 13) % 256 for b in data[start : start + 3000])
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    decodable = frames_in(damaged)
+    out = tmp_path / "out.avi"
+    code, err = cli(capsys, str(damaged), "-o", str(out))
+    assert code == 0, err
+    written = frames_in(out)
+    assert len(written) == len(decodable) >= 55  # frames after the damage were processed too
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, fragment", [(b"", "is empty"), (b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000), "cannot open")])
+def test_empty_and_garbage_files(tmp_path, capsys, content, fragment):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    code, err = cli(capsys, str(path))
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_mp4_cut_short_says_why(tmp_path, capsys):
+    data = make_pan_video(tmp_path / "full.mp4", count=30).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    code, err = cli(capsys, str(cut))
+    assert code == 2 and "cut short" in err and len(err.strip().splitlines()) == 1
+
+
+# --- odd images and frames --------------------------------------------------------
+
+
+def test_grey_rgba_16bit_tiny_huge_and_odd_images_with_other_files_mixed_in(tmp_path, capsys, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cat = photo("chelsea")
+    cv2.imwrite(str(folder / "grey.png"), cv2.cvtColor(cat, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(cat, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(folder / "deep.png"), cat.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "tiny.png"), cat[:1, :1])
+    cv2.imwrite(str(folder / "huge.jpg"), cv2.resize(cat, (8000, 6000)))
+    cv2.imwrite(str(folder / "odd.png"), cat[:201, :333])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG but not really")
+    out = tmp_path / "out"
+    code, err = cli(capsys, str(folder), "-o", str(out), "--boxes", "--batch", "3")
+    assert code == 0, err
+    assert "notes.txt" in err and "broken.png" in err  # skipped, with a warning
+    sizes = {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape for p in out.iterdir()}
+    assert sizes == {
+        "grey.png": (300, 451, 3), "rgba.png": (300, 451, 3), "deep.png": (300, 451, 3),
+        "tiny.png": (1, 1, 3), "huge.jpg": (6000, 8000, 3), "odd.png": (201, 333, 3),
+    }
+
+
+def test_a_1x1_video(tmp_path, capsys):
+    source = write_avi(tmp_path / "dot.avi", count=5, size=(1, 1))
+    out = tmp_path / "out.avi"
+    code, err = cli(capsys, str(source), "-o", str(out))
+    assert code == 0, err
+    assert [f.shape for f in frames_in(out)] == [(1, 1, 3)] * 5
+    code, err = cli(capsys, str(source), "-o", str(tmp_path / "out.mp4"))
+    assert code == 2 and ".avi" in err
+
+
+def test_odd_sizes_are_said_to_lose_a_row_and_column(tmp_path, caplog):
+    sink = streamcam.sinks.VideoFileSink(tmp_path / "odd.avi", 25.0, 321, 241)
+    frame = Frame(0, 0.0, 0.0, np.zeros((241, 321, 3), np.uint8), "x")
+    with sink:
+        sink.write(streamcam.AnnotatedFrame(frame, frame.image, (), 0.0, 0))
+    assert "stored as 320x240" in caplog.text
+    assert frames_in(tmp_path / "odd.avi")[0].shape == (240, 320, 3)
+
+
+# --- streams and cameras ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["rtsp://127.0.0.1:9/none", "http://127.0.0.1:9/none.mp4", "srt://127.0.0.1:9"])
+def test_unreachable_stream_fails_within_seconds(capsys, url):
+    started = time.monotonic()
+    code, err = cli(capsys, url)
+    assert code == 2 and url in err and len(err.strip().splitlines()) == 1
+    assert time.monotonic() - started < 15
+
+
+def test_unsupported_url_scheme(capsys):
+    code, err = cli(capsys, "gopher://example.org/video")
+    assert code == 2 and "unsupported URL scheme" in err
+
+
+class FakeCamera:
+    """Stands in for cv2.VideoCapture on a webcam: delivers ``frames`` frames, then fails (unplugged)."""
+
+    def __init__(self, frames: int) -> None:
+        self.left = frames
+
+    def isOpened(self) -> bool:
+        return self.left > 0
+
+    def read(self):
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        time.sleep(0.01)
+        return True, np.full((48, 64, 3), 100, np.uint8)
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else -1
+
+    def release(self) -> None:
+        self.left = 0
+
+
+def fake_cameras(monkeypatch, deliveries: list[int]) -> list[FakeCamera]:
+    """Each opening of the webcam gets the next camera; after the list, a dead one."""
+    made = []
+
+    def open_camera(*args, **kwargs):
+        camera = FakeCamera(deliveries[len(made)] if len(made) < len(deliveries) else 0)
+        made.append(camera)
+        return camera
+
+    class OpenCV:  # the real cv2 for everything else (the test reads its outputs with it)
+        VideoCapture = staticmethod(open_camera)
+
+        def __getattr__(self, name):
+            return getattr(cv2, name)
+
+    monkeypatch.setattr(streamcam.sources, "cv2", OpenCV())
+    return made
+
+
+def test_unplugged_webcam_retries_then_stops_cleanly(tmp_path, monkeypatch, tiny_explainer):
+    monkeypatch.setattr(streamcam.sources, "LIVE_RECONNECT_S", 1.5)
+    made = fake_cameras(monkeypatch, [20])
+    out = tmp_path / "out.avi"
+    started = time.monotonic()
+    summary = streamcam.run(0, out, display=False, explainer=tiny_explainer)
+    elapsed = time.monotonic() - started
+    assert 1.5 <= elapsed < 10
+    assert len(made) >= 4  # it tried to reopen the device several times, backing off
+    assert summary.problems and "webcam:0 was lost" in summary.problems[0]
+    assert len(frames_in(out)) == summary.frames > 0  # finalised with what was processed
+    assert not streamcam_threads()
+
+
+def test_a_webcam_that_comes_back_keeps_streaming(tmp_path, monkeypatch, tiny_explainer):
+    monkeypatch.setattr(streamcam.sources, "LIVE_RECONNECT_S", 5.0)
+    fake_cameras(monkeypatch, [10, 0, 15])  # unplugged, one failed reopen, then back for 15 frames
+    summary = streamcam.run(0, tmp_path / "out.avi", display=False, explainer=tiny_explainer)
+    assert summary.frames + summary.dropped > 10  # frames after the reconnection arrived
+    assert "lost" in summary.problems[0]  # and it ended when the camera went for good
+
+
+# --- outputs ----------------------------------------------------------------------
+
+
+def test_existing_outputs_are_refused_unless_overwrite(tmp_path, capsys):
+    clip = make_pan_video(tmp_path / "in.mp4", count=4)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"precious")
+    code, err = cli(capsys, str(clip), "-o", str(out))
+    assert code == 2 and "--overwrite" in err and out.read_bytes() == b"precious"
+    records = tmp_path / "r.jsonl"
+    records.write_text("old\n")
+    code, err = cli(capsys, str(clip), "--json", str(records), "-o", str(tmp_path / "new.mp4"))
+    assert code == 2 and "--overwrite" in err and records.read_text() == "old\n"
+    code, err = cli(capsys, str(clip), "-o", str(out), "--overwrite")
+    assert code == 0 and len(frames_in(out)) == 4
+    folder = tmp_path / "annotated"
+    folder.mkdir()
+    (folder / "keep.png").write_bytes(b"x")
+    image = tmp_path / "cat.png"
+    cv2.imwrite(str(image), photo("chelsea"))
+    code, err = cli(capsys, str(image), "-o", str(folder))
+    assert code == 2 and "--overwrite" in err
+
+
+def test_a_full_disk_stops_the_run_with_what_was_saved(tmp_path, capsys, monkeypatch):
+    clip = make_pan_video(tmp_path / "in.mp4", count=120)
+    real = streamcam.sinks.shutil.disk_usage
+    calls = []
+
+    def filling_up(path):
+        calls.append(path)
+        usage = real(path)
+        return usage._replace(free=usage.free if len(calls) < 3 else 1024)
+
+    monkeypatch.setattr(streamcam.sinks.shutil, "disk_usage", filling_up)
+    out = tmp_path / "out.mp4"
+    code, err = cli(capsys, str(clip), "-o", str(out), "--json", str(tmp_path / "r.jsonl"))
+    assert code == 1, err
+    assert "disk" in err and "full" in err and "wrote 60 frames to" in err
+    assert len(frames_in(out)) == 60  # two checks passed (frames 0 and 30), the third stopped it
+
+
+# --- signals ----------------------------------------------------------------------
+
+
+def run_and_signal(tmp_path: Path, signum: int, when: str) -> tuple[int, str, float, Path, Path]:
+    source = make_pan_video(tmp_path / "long.mp4", count=1500, size=(320, 240))
+    out, records = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamcam.cli", str(source), "-o", str(out), "--json", str(records), "--batch", "2"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        if when == "loading":
+            time.sleep(1.0)  # still importing torch or loading the model
+        else:
+            while (not records.exists() or len(records.read_text().splitlines()) < 30) and time.monotonic() < deadline:
+                assert process.poll() is None, process.stderr.read()
+                time.sleep(0.05)
+        sent = time.monotonic()
+        process.send_signal(signum)
+        code = process.wait(timeout=30)
+        elapsed = time.monotonic() - sent
+    finally:
+        process.kill()
+    return code, process.stderr.read(), elapsed, out, records
+
+
+@pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_run_finalises_the_recording_and_the_records_together(tmp_path, signum, expected):
+    code, err, elapsed, out, records = run_and_signal(tmp_path, signum, "running")
+    assert code == expected, err
+    assert "Traceback" not in err and "did not stop" not in err
+    assert elapsed < 5  # threads stop within their 2 s, then the process exits
+    lines = records.read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == list(range(len(lines)))
+    assert len(frames_in(out)) == len(lines) >= 30  # both end on the same frame
+
+
+@pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_loading_exits_cleanly(tmp_path, signum, expected):
+    code, err, elapsed, out, records = run_and_signal(tmp_path, signum, "loading")
+    assert code == expected, err
+    assert "Traceback" not in err
+
+
+# --- failures in each stage ----------------------------------------------------------
+
+
+def test_an_error_in_the_render_thread_surfaces_with_its_stage(tmp_path, monkeypatch, tiny_explainer):
+    import streamcam.engine.render_stage as render_stage
+
+    def explode(self, batch):
+        raise ValueError("colormap melted")
+
+    monkeypatch.setattr(render_stage.RenderStage, "render", explode)
+    clip = make_pan_video(tmp_path / "in.mp4", count=10)
+    with pytest.raises(streamcam.StageError, match="render: colormap melted") as error:
+        streamcam.run(clip, display=False, explainer=tiny_explainer)
+    assert error.value.stage == "render"
+    assert not streamcam_threads()
+
+
+def test_a_stage_error_exits_1_from_the_cli(tmp_path, capsys, monkeypatch):
+    import streamcam.engine.worker as worker
+
+    def explode(self, frames):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(worker.InferenceWorker, "explain", explode)
+    clip = make_pan_video(tmp_path / "in.mp4", count=6)
+    code, err = cli(capsys, str(clip), "-o", str(tmp_path / "out.mp4"))
+    assert code == 1 and "inference: device lost" in err and "Traceback" not in err
+    assert not streamcam_threads()
+
+
+# --- long runs ----------------------------------------------------------------------
+
+
+class SyntheticSource(Source):
+    """Many small frames, as fast as the pipeline takes them (a file-like source: nothing dropped)."""
+
+    def __init__(self, count: int) -> None:
+        self.info = VideoInfo("synthetic", 32, 32, 30.0, count, live=False)
+        self.count = count
+
+    def frames(self):
+        image = np.zeros((32, 32, 3), np.uint8)
+        for index in range(self.count):
+            image[:] = index % 256
+            yield Frame(index, index / 30.0, time.monotonic(), image.copy(), "synthetic")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def tensor_count() -> int:
+    import warnings
+
+    with warnings.catch_warnings():  # isinstance() pokes deprecated torch.distributed names
+        warnings.simplefilter("ignore")
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads RSS from /proc")
+def test_ten_thousand_frames_with_flat_memory(tiny_explainer):
+    model = tiny_explainer.model
+    samples = {}
+    count = 0
+    for annotated in annotate(SyntheticSource(10_000), tiny_explainer, batch=8):
+        count += 1
+        if count in (2_000, 10_000):
+            gc.collect()
+            samples[count] = (rss_bytes(), tensor_count())
+    assert count == 10_000
+    (rss_early, tensors_early), (rss_late, tensors_late) = samples[2_000], samples[10_000]
+    assert rss_late - rss_early < 20 * 2**20  # 8,000 more frames, under 20 MB more
+    assert tensors_late <= tensors_early + 5
+    assert all(not m._forward_hooks for m in model.modules())
+    assert not streamcam_threads()
