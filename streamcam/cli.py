@@ -33,10 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples: streamcam --webcam 0 | streamcam in.mp4 -o out.mp4 | streamcam a.jpg photos/ -o annotated/ | "
         "streamcam --demo | streamcam export --model resnet50 -o models/resnet50.onnx",
     )
-    parser.add_argument("inputs", nargs="*", help="a video file, image files or folders, or a network stream URL (rtsp://, http://...)")
-    parser.add_argument("--webcam", type=int, metavar="N", help="explain webcam number N, live")
+    parser.add_argument("inputs", nargs="*",
+                        help="video files and network stream URLs (rtsp://, http://...), explained side by side; "
+                             "or image files and folders")
+    parser.add_argument("--webcam", type=int, metavar="N", action="append", dest="webcams", default=[],
+                        help="explain webcam number N, live (repeat for several)")
     parser.add_argument("--demo", action="store_true", help="explain a built-in clip (made from real photos) and write streamcam-demo.mp4")
-    parser.add_argument("-o", "--output", help="annotated video file (.mp4, .avi, ...) or, for images, a folder")
+    parser.add_argument("-o", "--output", help="annotated video file (.mp4, .avi, ...), or for images a folder; "
+                                               "with several sources a pattern such as out_{source}.mp4")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None, help="efficientnet_lite0 (default), a torchvision name (resnet50...), timm:NAME, or a saved model file")
@@ -123,14 +127,14 @@ def _run(args: argparse.Namespace) -> int:
     from .engine import run_config
     from .models import DEFAULT_MODEL
 
-    if args.demo and (args.inputs or args.webcam is not None):
+    if args.demo and (args.inputs or args.webcams):
         from .errors import InputError
 
         raise InputError("--demo takes no input: drop the files or --webcam")
     with demo_input() if args.demo else nullcontext(None) as clip:
         config = RunConfig(
             inputs=(str(clip),) if clip else tuple(args.inputs),
-            webcam=args.webcam,
+            webcams=tuple(args.webcams),
             output=args.output or (DEMO_OUTPUT if args.demo else None),
             model=args.model or DEFAULT_MODEL,
             weights=args.weights,

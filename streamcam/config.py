@@ -32,9 +32,9 @@ class ViewOptions:
 class RunConfig:
     """Everything a run needs, checked on construction (bad values raise :class:`InputError`)."""
 
-    inputs: tuple[str, ...] = ()  # video file, image files/folders, or one URL
-    webcam: int | None = None
-    output: str | None = None  # video file, or a folder for images
+    inputs: tuple[str, ...] = ()  # video files and URLs (one source each), or image files/folders
+    webcams: tuple[int, ...] = ()  # webcam indices (one source each)
+    output: str | None = None  # video file, or a folder for images; with several sources, a pattern with {source}
     model: str | nn.Module = DEFAULT_MODEL
     weights: str | None = None
     labels: str | None = None
@@ -56,6 +56,10 @@ class RunConfig:
     progress: bool = False  # a tqdm bar for inputs of known length
 
     def __post_init__(self) -> None:
+        for name in ("output", "json", "labels", "weights"):  # paths may come as Path objects
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                object.__setattr__(self, name, str(value))
         if not 1 <= self.batch <= 1024:
             raise InputError(f"--batch must be between 1 and 1024, not {self.batch}")
         if self.top_k < 1:
@@ -66,8 +70,8 @@ class RunConfig:
             raise InputError(f"--box-threshold is a fraction of the map's maximum, in (0, 1], not {self.box_threshold}")
         if not 0.0 <= self.smooth < 1.0:
             raise InputError(f"--smooth must be at least 0 and below 1, not {self.smooth}")
-        if self.webcam is not None and self.webcam < 0:
-            raise InputError(f"--webcam takes a camera index (0, 1, ...), not {self.webcam}")
+        if any(index < 0 for index in self.webcams):
+            raise InputError(f"--webcam takes a camera index (0, 1, ...), not {min(self.webcams)}")
 
     @property
     def view(self) -> ViewOptions:
@@ -75,17 +79,24 @@ class RunConfig:
 
     @classmethod
     def from_options(cls, source: Any = None, output: str | Path | None = None, **options: Any) -> RunConfig:
-        """Build from :func:`streamcam.run`'s arguments: ``source`` may be a path, a list, a URL or a webcam index."""
+        """Build from :func:`streamcam.run`'s arguments: ``source`` may be a path, a list, a URL or a webcam index.
+
+        ``webcam=N`` is accepted for ``webcams=(N,)``.
+        """
+        if "webcam" in options:
+            options["webcams"] = (options.pop("webcam"),)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise InputError(f"unknown option(s): {', '.join(unknown)}")
         if isinstance(source, int) and not isinstance(source, bool):
-            options["webcam"] = source
+            options["webcams"] = (source,)
         elif isinstance(source, (str, Path)):
             options["inputs"] = (str(source),)
         elif source is not None:
             options["inputs"] = tuple(str(s) for s in source)
         if output is not None:
             options["output"] = str(output)
+        if "webcams" in options:
+            options["webcams"] = tuple(options["webcams"])
         return cls(**options)

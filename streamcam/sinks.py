@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .config import RunConfig
 from .controls import LiveControls
 from .errors import InputError, StreamcamError
 from .render import draw_hud
 from .resource import Resource
+from .sources import source_names
 from .types import AnnotatedFrame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 MIN_FREE_BYTES = 32 * 2**20
 DISK_CHECK_EVERY = 30
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+PATTERN = "{source}"  # in -o / --json: replaced by each source's short name
 _QUIT_KEYS = {ord("q"), ord("Q"), 27}  # q, Esc
 
 
@@ -41,6 +46,11 @@ class Sink(Resource, ABC):
 
     stop_requested = False  # set by a sink whose user asked to stop (the window's q / Esc)
 
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """The files or folders this sink writes."""
+        return ()
+
     @abstractmethod
     def write(self, annotated: AnnotatedFrame) -> None:
         """Take one annotated frame."""
@@ -48,7 +58,7 @@ class Sink(Resource, ABC):
 
 
 class WindowSink(Sink):
-    """An OpenCV window with a HUD (method, fps, latency, drops).
+    """An OpenCV window with a HUD (method, fps, latency, drops); several sources share it as tiles.
 
     q or Esc stops the run; m, c and l go to the live controls (method, class, grid).
     """
@@ -56,19 +66,22 @@ class WindowSink(Sink):
     def __init__(self, title: str = "streamcam", controls: LiveControls | None = None) -> None:
         self.title = title
         self.controls = controls
-        self._last_shown: float | None = None
-        self._fps = 0.0
+        self._tiles: dict[str, np.ndarray] = {}  # source -> its latest frame, HUD drawn
+        self._last_shown: dict[str, float] = {}
+        self._fps: dict[str, float] = {}
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
 
     def write(self, annotated: AnnotatedFrame) -> None:
+        source = annotated.frame.source_id
         now = time.monotonic()
-        if self._last_shown is not None:
-            instant = 1.0 / max(now - self._last_shown, 1e-6)
-            self._fps = instant if self._fps == 0 else 0.9 * self._fps + 0.1 * instant
-        self._last_shown = now
+        if source in self._last_shown:
+            instant = 1.0 / max(now - self._last_shown[source], 1e-6)
+            self._fps[source] = 0.9 * self._fps.get(source, instant) + 0.1 * instant
+        self._last_shown[source] = now
         image = annotated.image.copy()  # the HUD is for the window only, not the recording
-        draw_hud(image, self._fps, annotated.latency, annotated.dropped, annotated.method)
-        cv2.imshow(self.title, image)
+        draw_hud(image, self._fps.get(source, 0.0), annotated.latency, annotated.dropped, annotated.method)
+        self._tiles[source] = image
+        cv2.imshow(self.title, image if len(self._tiles) == 1 else tile_grid(list(self._tiles.values())))
         key = cv2.waitKey(1) & 0xFF
         if key in _QUIT_KEYS:
             self.stop_requested = True
@@ -81,6 +94,23 @@ class WindowSink(Sink):
             cv2.waitKey(1)
         except cv2.error:
             pass
+
+
+def tile_grid(images: list[np.ndarray], width: int = 1280) -> np.ndarray:
+    """Images side by side in a near-square grid ``width`` pixels wide, each fitted to its cell (aspect kept)."""
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    cell_w = width // columns
+    cell_h = max(1, round(cell_w * images[0].shape[0] / images[0].shape[1]))
+    canvas = np.zeros((rows * cell_h, columns * cell_w, 3), np.uint8)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        scale = min(cell_w / image.shape[1], cell_h / image.shape[0])
+        fitted = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                            interpolation=cv2.INTER_AREA)
+        y, x = row * cell_h, column * cell_w
+        canvas[y : y + fitted.shape[0], x : x + fitted.shape[1]] = fitted
+    return canvas
 
 
 class VideoFileSink(Sink):
@@ -108,6 +138,10 @@ class VideoFileSink(Sink):
         if width % 2 or height % 2:
             log.warning("%s: OpenCV writes even sizes only: %dx%d frames are stored as %dx%d",
                         path, width, height, width - width % 2, height - height % 2)
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.path,)
 
     def write(self, annotated: AnnotatedFrame) -> None:
         image = annotated.image
@@ -144,6 +178,10 @@ class ImageFolderSink(Sink):
         self.folder = folder
         self.images_written = 0
 
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.folder,)
+
     def write(self, annotated: AnnotatedFrame) -> None:
         frame = annotated.frame
         name = frame.name or f"frame_{frame.index:06d}.png"
@@ -174,6 +212,10 @@ class JsonLinesSink(Sink):
             raise InputError(f"cannot write {path}: {error.strerror or error}") from error
         self.path = path
         self.records_written = 0
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.path,)
 
     def write(self, annotated: AnnotatedFrame) -> None:
         frame = annotated.frame
@@ -218,29 +260,49 @@ def display_available() -> bool:
         return False  # a headless OpenCV build
 
 
-def open_sinks(output: str | Path | None, info: VideoInfo, display: bool | None,
-               controls: LiveControls | None = None, json_path: str | Path | None = None,
-               overwrite: bool = False) -> list[Sink]:
-    """The sinks a run writes to. ``display``: True forces the window, False turns it off, None = where possible.
+def open_routes(config: RunConfig, infos: Sequence[VideoInfo],
+                controls: LiveControls | None = None) -> dict[str, list[Sink]]:
+    """Which sinks each source's frames go to: its own video file (``-o`` pattern), the
+    JSON lines (shared, or per source with ``{source}``), the window (shared, tiled).
 
-    Existing output files (or a folder with files in it) are refused unless ``overwrite``.
+    Existing output files (or a folder with files in it) are refused unless ``config.overwrite``.
+    The caller closes every sink, also when this raises halfway.
     """
-    sinks: list[Sink] = []
+    several = len(infos) > 1
+    if several and config.output is not None and PATTERN not in config.output:
+        raise InputError(f"{len(infos)} sources: give -o a pattern with {PATTERN}, e.g. out_{PATTERN}.mp4")
+    names = source_names(infos)
+    routes: dict[str, list[Sink]] = {info.source_id: [] for info in infos}
+    opened: list[Sink] = []
     try:
-        if output is not None:
-            sinks.append(_output_sink(Path(output), info, overwrite))
-        if json_path is not None:
-            sinks.append(JsonLinesSink(Path(json_path), overwrite))
-        if display is not False:
+        shared: list[Sink] = []
+        if config.json is not None and PATTERN not in config.json:
+            shared.append(_opened(JsonLinesSink(Path(config.json), config.overwrite), opened))
+        for info, name in zip(infos, names):
+            if config.output is not None:
+                path = Path(config.output.replace(PATTERN, name))
+                routes[info.source_id].append(_opened(_output_sink(path, info, config.overwrite), opened))
+            if config.json is not None and PATTERN in config.json:
+                path = Path(config.json.replace(PATTERN, name))
+                routes[info.source_id].append(_opened(JsonLinesSink(path, config.overwrite), opened))
+        if config.display is not False:
             if display_available():
-                sinks.append(WindowSink(f"streamcam - {info.source_id}", controls))
+                title = "streamcam - " + (infos[0].source_id if not several else f"{len(infos)} sources")
+                shared.append(_opened(WindowSink(title, controls), opened))
             else:
                 log.warning("no display: the live window is off")
+        for sinks in routes.values():
+            sinks.extend(shared)
     except BaseException:
-        for sink in sinks:
+        for sink in opened:
             sink.close()
         raise
-    return sinks
+    return routes
+
+
+def _opened(sink: Sink, opened: list[Sink]) -> Sink:
+    opened.append(sink)
+    return sink
 
 
 def _output_sink(path: Path, info: VideoInfo, overwrite: bool) -> Sink:

@@ -7,6 +7,7 @@ before the pipeline starts. A source never invents frames.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -202,7 +203,7 @@ class ImageSource(Source):
                 timestamp=0.0,
                 captured_at=time.monotonic(),
                 image=image,
-                source_id=str(path.parent),
+                source_id=self.info.source_id,
                 name=path.name,
             )
 
@@ -227,23 +228,58 @@ def _read_image_or_skip(path: Path) -> np.ndarray | None:
         return None
 
 
-def open_source(inputs: Sequence[str | Path] = (), webcam: int | None = None) -> Source:
-    """Open what the user named: a webcam index, a URL, a video file, or image files and folders."""
-    if webcam is not None:
-        if inputs:
-            raise InputError("give either --webcam or input files, not both")
-        return open_webcam(webcam)
-    if not inputs:
+def open_sources(inputs: Sequence[str | Path] = (), webcams: Sequence[int] = ()) -> list[Source]:
+    """Open everything the user named: image files and folders (together, one source), or any
+    number of video files, stream URLs and webcams (one source each, explained side by side)."""
+    if not inputs and not webcams:
         raise InputError("nothing to explain: give a video, images, a folder, a URL, --webcam N or --demo")
     names = [str(i) for i in inputs]
-    if len(names) == 1 and "://" in names[0]:
-        return open_stream(names[0])
-    images = _expand_images([Path(n) for n in names])
-    if images is not None:
-        return ImageSource(images)
-    if len(names) > 1:
-        raise InputError("several inputs are supported for images and folders only; give one video at a time")
-    return open_video_file(Path(names[0]))
+    if len(set(names)) < len(names) or len(set(webcams)) < len(webcams):
+        raise InputError("the same input is named twice")
+    images = _expand_images([Path(n) for n in names if "://" not in n]) if names else None
+    if images is not None and len(images) and (webcams or any("://" in n for n in names)):
+        raise InputError("images cannot be mixed with videos, streams or webcams: run them separately")
+    if images is not None and all("://" not in n for n in names) and not webcams:
+        return [ImageSource(images)]
+    opened: list[Source] = []
+    try:
+        for name in names:
+            opened.append(open_stream(name) if "://" in name else open_video_file(Path(name)))
+        opened.extend(open_webcam(index) for index in webcams)
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
+    return opened
+
+
+def open_source(inputs: Sequence[str | Path] = (), webcam: int | None = None) -> Source:
+    """Open one source: a webcam index, a URL, a video file, or image files and folders."""
+    sources = open_sources(inputs, () if webcam is None else (webcam,))
+    if len(sources) > 1:
+        for source in sources:
+            source.close()
+        raise InputError("several sources: use open_sources()")
+    return sources[0]
+
+
+def source_names(infos: Sequence[VideoInfo]) -> list[str]:
+    """Short, file-name-safe, unique names for sources, for output patterns such as ``out_{source}.mp4``."""
+    names = []
+    for info in infos:
+        raw = info.source_id
+        if "://" in raw:
+            raw = raw.split("://", 1)[1]
+        elif raw.startswith("webcam:"):
+            raw = raw.replace(":", "")
+        else:
+            raw = Path(raw).stem or Path(raw).name
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._-") or "source"
+        candidate, n = name, 2
+        while candidate in names:
+            candidate, n = f"{name}_{n}", n + 1
+        names.append(candidate)
+    return names
 
 
 def open_video_file(path: Path) -> CaptureSource:
@@ -284,8 +320,9 @@ def open_stream(url: str) -> CaptureSource:
 
 
 def _expand_images(paths: Sequence[Path]) -> list[Path] | None:
-    """The image files named or found in the named folders; None if the inputs are not images."""
+    """The image files named or found in the named folders; None when the inputs are videos."""
     found: list[Path] = []
+    videos = 0
     for path in paths:
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file())
@@ -301,8 +338,8 @@ def _expand_images(paths: Sequence[Path]) -> list[Path] | None:
             if not path.exists():
                 raise InputError(f"no such file: {path}")
             found.append(path)
-        elif len(paths) == 1:
-            return None  # one non-image file: a video
         else:
-            raise InputError(f"{path} is not an image; several inputs are supported for images and folders only")
-    return found
+            videos += 1
+    if videos and found:
+        raise InputError("images cannot be mixed with videos, streams or webcams: run them separately")
+    return None if videos else found

@@ -15,9 +15,10 @@ import torch
 import streamcam
 from streamcam.config import ViewOptions
 from streamcam.engine import annotate
-from streamcam.engine.batcher import next_batch
+from streamcam.engine.batcher import Muxer
 from streamcam.engine.buffers import END, BoundedQueue, LatestSlot
-from streamcam.sinks import WindowSink, display_available, open_sinks
+from streamcam.config import RunConfig
+from streamcam.sinks import WindowSink, display_available, open_routes
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
@@ -92,10 +93,10 @@ def test_window_sink_falls_back_without_a_display(monkeypatch, caplog):
     assert not display_available()
     info = VideoInfo("x", 64, 48, 30.0, 10, live=False)
     with caplog.at_level(logging.WARNING, logger="streamcam"):
-        sinks = open_sinks(None, info, display=None)
-    assert not any(isinstance(s, WindowSink) for s in sinks)
+        routes = open_routes(RunConfig(), [info])
+    assert routes == {"x": []}
     assert "no display" in caplog.text
-    assert open_sinks(None, info, display=False) == []
+    assert open_routes(RunConfig(display=False), [info]) == {"x": []}
 
 
 class FakeLiveSource(Source):
@@ -224,14 +225,33 @@ def test_latest_slot_replaces_and_counts():
 def test_batcher_waits_no_longer_than_its_deadline():
     stop = threading.Event()
     buffer = BoundedQueue(16)
+    muxer = Muxer([buffer], 8, 0.1, stop)
     buffer.put("a", stop)
     started = time.monotonic()
-    items, ended = next_batch(buffer, 8, 0.1, stop)
-    assert items == ["a"] and not ended
+    assert muxer.next_batch() == ["a"] and not muxer.ended
     assert 0.09 <= time.monotonic() - started < 1.0
     for item in ("b", "c", END):
         buffer.put(item, stop)
-    assert next_batch(buffer, 8, 0.1, stop) == (["b", "c"], True)
+    assert muxer.next_batch() == ["b", "c"] and muxer.ended
+    assert muxer.next_batch() == []
+
+
+def test_muxer_takes_turns_across_sources():
+    stop = threading.Event()
+    full, slow = BoundedQueue(32), LatestSlot()
+    muxer = Muxer([full, slow], 4, 0.0, stop)
+    for i in range(20):
+        full.put(f"file{i}", stop)
+    slow.put("cam0", stop)
+    first = muxer.next_batch()
+    assert "cam0" in first and len(first) == 4  # the webcam is not starved by a full file queue
+    slow.close(stop)
+    full.put(END, stop)
+    rest = []
+    while batch := muxer.next_batch():
+        rest.extend(batch)
+    assert sorted(first + rest) == sorted([f"file{i}" for i in range(20)] + ["cam0"])
+    assert muxer.ended
 
 
 def test_http_stream_of_a_file_is_read_whole(tmp_path, tiny_explainer):

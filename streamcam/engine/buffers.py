@@ -6,6 +6,8 @@
   a full queue makes the producer wait (back-pressure), so memory stays bounded.
 
 Both end with :data:`END`, and every wait has a timeout and watches a stop event.
+Both set ``arrived`` (an event shared by the buffers one consumer reads) on
+every put and close, so that the consumer can wait on several at once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class LatestSlot:
         self._full = False
         self._ended = False
         self.dropped = 0
+        self.arrived = threading.Event()
 
     def put(self, item: Any, stop: threading.Event) -> bool:
         with self._condition:
@@ -40,12 +43,14 @@ class LatestSlot:
                 self.dropped += 1
             self._item, self._full = item, True
             self._condition.notify()
+        self.arrived.set()
         return True
 
     def close(self, stop: threading.Event) -> None:
         with self._condition:
             self._ended = True
             self._condition.notify()
+        self.arrived.set()
 
     def get(self, timeout: float) -> Any:
         with self._condition:
@@ -68,12 +73,14 @@ class BoundedQueue:
 
     def __init__(self, maxsize: int) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize)
+        self.arrived = threading.Event()
 
     def put(self, item: Any, stop: threading.Event) -> bool:
         """Wait for room; give up (returning False) once ``stop`` is set."""
         while not stop.is_set():
             try:
                 self._queue.put(item, timeout=POLL_S)
+                self.arrived.set()
                 return True
             except queue.Full:
                 continue

@@ -11,8 +11,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,10 @@ from ..controls import LiveControls
 from ..errors import InputError
 from ..explainer import Explainer
 from ..interrupts import frame_being_written
-from ..sinks import open_sinks
-from ..sources import Source, open_source
+from ..sinks import open_routes
+from ..sources import Source, open_sources
 from ..types import AnnotatedFrame
+from .batcher import Muxer
 from .buffers import END, POLL_S, BoundedQueue, Empty, LatestSlot
 from .render_stage import RenderStage
 from .stages import Failure, join_all, start_stage
@@ -49,41 +50,53 @@ class RunSummary:
     outputs: tuple[str, ...]  # files or folders written
     stopped_by_user: bool  # the window's q / Esc
     problems: tuple[str, ...] = ()  # what went wrong without stopping the run (truncated file, lost camera)
+    frames_by_source: dict[str, int] = field(default_factory=dict)
 
 
-def annotate(source: Source, explainer: Explainer, batch: int = 8, view: ViewOptions | None = None,
-             controls: LiveControls | None = None) -> Iterator[AnnotatedFrame]:
-    """Explain every frame of ``source`` (every delivered one, if live) and yield it annotated.
+def annotate(sources: Source | Sequence[Source], explainer: Explainer, batch: int = 8,
+             view: ViewOptions | None = None, controls: LiveControls | None = None) -> Iterator[AnnotatedFrame]:
+    """Explain every frame of ``sources`` (every delivered one, if live) and yield it annotated.
 
-    Three threads run while the generator is alive; closing it (or an exception
-    in the caller) stops them, and an exception in any of them is re-raised
-    here as a :class:`StageError` naming the stage. ``view`` says how to draw
-    (opacity, smoothing, boxes); ``controls`` (see :func:`live_controls`) may
-    change the method, class and grid mid-run.
+    One capture thread per source, ONE inference worker batching frames of all
+    sources together (up to ``batch``, or a deadline; round-robin across sources),
+    one render thread. Each source's frames come out in order; sources interleave.
+    Closing the generator (or an exception in the caller) stops every thread, and
+    an exception in any of them is re-raised here as a :class:`StageError` naming
+    the stage. ``view`` says how to draw (opacity, smoothing, boxes); ``controls``
+    (see :func:`live_controls`) may change the method, class and grid mid-run.
     """
+    sources = [sources] if isinstance(sources, Source) else list(sources)
     view = view or ViewOptions()
     controls = controls or live_controls(explainer)
     stop = threading.Event()
     failure = Failure(stop)
-    frames = LatestSlot() if source.live else BoundedQueue(2 * batch)
+    buffers = {s.info.source_id: LatestSlot() if s.live else BoundedQueue(2 * batch) for s in sources}
     explained = BoundedQueue(2)
-    annotated = BoundedQueue(2 * batch)
-    log.debug("source %s: drop policy %s", source.info.source_id, frames.policy)
+    annotated = BoundedQueue(2 * batch * len(sources))
+    for source in sources:
+        log.debug("source %s: drop policy %s", source.info.source_id, buffers[source.info.source_id].policy)
 
-    def capture() -> None:
-        try:
-            with contextlib.closing(source.frames()) as stream:
-                for frame in stream:
-                    if stop.is_set() or not frames.put(frame, stop):
-                        return
-        finally:
-            frames.close(stop)
+    def capture(source: Source) -> Callable[[], None]:
+        frames = buffers[source.info.source_id]
 
-    worker = InferenceWorker(explainer, batch, 0.0 if source.live else FILE_BATCH_DEADLINE_S, view, controls)
-    renderer = RenderStage(view, lambda: frames.dropped)
-    threads = [
-        start_stage("capture", capture, failure),
-        start_stage("inference", lambda: worker.run(frames, explained, stop), failure),
+        def body() -> None:
+            try:
+                with contextlib.closing(source.frames()) as stream:
+                    for frame in stream:
+                        if stop.is_set() or not frames.put(frame, stop):
+                            return
+            finally:
+                frames.close(stop)
+
+        return body
+
+    live = any(s.live for s in sources)  # a live source never waits for a batch to fill
+    muxer = Muxer(list(buffers.values()), batch, 0.0 if live else FILE_BATCH_DEADLINE_S, stop)
+    worker = InferenceWorker(explainer, view, controls)
+    renderer = RenderStage(view, lambda source_id: buffers[source_id].dropped)
+    threads = [start_stage("capture", capture(source), failure) for source in sources]
+    threads += [
+        start_stage("inference", lambda: worker.run(muxer, explained, stop), failure),
         start_stage("render", lambda: renderer.run(explained, annotated, stop), failure),
     ]
     try:
@@ -99,7 +112,8 @@ def annotate(source: Source, explainer: Explainer, batch: int = 8, view: ViewOpt
         failure.raise_if_any()
     finally:
         stop.set()
-        source.interrupt()  # a live source waiting to reconnect gives up at once
+        for source in sources:
+            source.interrupt()  # a live source waiting to reconnect gives up at once
         join_all(threads, JOIN_TIMEOUT_S)
 
 
@@ -111,8 +125,9 @@ def live_controls(explainer: Explainer) -> LiveControls:
 def run(source: Any = None, output: str | Path | None = None, **options: Any) -> RunSummary:
     """Explain ``source`` end to end, as the CLI does: window and/or file output.
 
-    ``source``: a video path, image paths or folders (a list), a URL, or a webcam
-    index. ``options``: the fields of :class:`RunConfig` (model, method, layer,
+    ``source``: a video path, a URL or a webcam index; a list of them (explained
+    side by side, ``output`` then a pattern such as ``out_{source}.mp4``); or
+    image paths and folders. ``options``: the fields of :class:`RunConfig` (model, method, layer,
     batch, top_k, alpha, display, ...), plus ``explainer=`` to reuse a built one.
     """
     explainer = options.pop("explainer", None)
@@ -140,45 +155,54 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
             box_threshold=config.box_threshold,
         )
     started = time.monotonic()
-    count = 0
+    counts: dict[str, int] = {}
+    dropped: dict[str, int] = {}
     stopped_by_user = False
-    with open_source(config.inputs, config.webcam) as source, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(s) for s in open_sources(config.inputs, config.webcams)]
         controls = live_controls(explainer)
-        opened = open_sinks(config.output, source.info, config.display, controls, config.json, config.overwrite)
-        sinks = [stack.enter_context(sink) for sink in opened]
-        if not sinks:
+        routes = open_routes(config, [s.info for s in sources], controls)
+        for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
+            stack.enter_context(sink)
+        if not any(routes.values()):
             log.warning("no display and no output: frames are explained but neither shown nor saved")
-        bar = stack.enter_context(_progress(source, config.progress))
-        stream = annotate(source, explainer, config.batch, config.view, controls)
+        bar = stack.enter_context(_progress(sources, config.progress))
+        stream = annotate(sources, explainer, config.batch, config.view, controls)
         stack.enter_context(contextlib.closing(stream))
-        dropped = 0
         for item in stream:
+            source_id = item.frame.source_id
+            sinks = routes[source_id]
             with frame_being_written():  # a Ctrl-C waits until every sink has this frame
                 for sink in sinks:
                     sink.write(item)
-            count += 1
-            dropped = item.dropped
+            counts[source_id] = counts.get(source_id, 0) + 1
+            dropped[source_id] = item.dropped
             if bar is not None:
                 bar.update(1)
             if any(sink.stop_requested for sink in sinks):
                 stopped_by_user = True
                 break
+        problems = tuple(p for s in sources for p in s.problems)
     return RunSummary(
-        frames=count,
-        dropped=dropped,
+        frames=sum(counts.values()),
+        dropped=sum(dropped.values()),
         seconds=time.monotonic() - started,
-        outputs=tuple(path for path in (config.output, config.json) if path),
+        outputs=tuple(dict.fromkeys(str(p) for sinks in routes.values() for sink in sinks for p in sink.outputs)),
         stopped_by_user=stopped_by_user,
-        problems=tuple(source.problems),
+        problems=problems,
+        frames_by_source=counts,
     )
 
 
 @contextlib.contextmanager
-def _progress(source: Source, enabled: bool) -> Iterator[Any]:
-    if not enabled or source.info.frame_count is None:
+def _progress(sources: Sequence[Source], enabled: bool) -> Iterator[Any]:
+    """A tqdm bar over every source's frames, when all their lengths are known."""
+    counts = [s.info.frame_count for s in sources]
+    if not enabled or any(c is None for c in counts):
         yield None
         return
     from tqdm import tqdm
 
-    with tqdm(total=source.info.frame_count, unit="frame", desc=Path(source.info.source_id).name) as bar:
+    name = Path(sources[0].info.source_id).name if len(sources) == 1 else f"{len(sources)} sources"
+    with tqdm(total=sum(counts), unit="frame", desc=name) as bar:
         yield bar

@@ -21,7 +21,7 @@ from .worker import ExplainedBatch
 class RenderStage:
     """Turns explained batches into :class:`AnnotatedFrame` records, one per frame, in order."""
 
-    def __init__(self, view: ViewOptions, dropped: Callable[[], int]) -> None:
+    def __init__(self, view: ViewOptions, dropped: Callable[[str], int]) -> None:
         self.view = view
         self.overlay = HeatmapOverlay(view.alpha, torch.device("cpu"))
         self.dropped = dropped
@@ -74,7 +74,7 @@ class RenderStage:
                     image=image,
                     predictions=predictions,
                     latency=time.monotonic() - frame.captured_at,
-                    dropped=self.dropped(),
+                    dropped=self.dropped(frame.source_id),
                     method=batch.method,
                 )
             )

@@ -16,7 +16,7 @@ from ..explainer import Explainer
 from ..render import HeatmapOverlay
 from ..smoothing import MapSmoother, thumbnails
 from ..types import Explanation, Frame
-from .batcher import next_batch
+from .batcher import Muxer
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,8 +36,26 @@ class ExplainedBatch:
     layer_methods: dict[str, str]
 
 
-def same_size_runs(frames: list[Frame]) -> list[list[Frame]]:
-    """Split frames into consecutive runs of one image size (a batch tensor needs one size)."""
+def batches_by_size(frames: list[Frame]) -> list[list[Frame]]:
+    """Split frames into batches of one image size each (a batch tensor needs one size).
+
+    Frames of several sources of the same size share a batch. A source whose size
+    changes inside a batch must keep its order, so then batches are consecutive runs.
+    """
+    groups: dict[tuple[int, ...], list[Frame]] = {}
+    for frame in frames:
+        groups.setdefault(frame.image.shape, []).append(frame)
+    ordered = [f for group in groups.values() for f in group]
+    position = {id(f): i for i, f in enumerate(ordered)}
+    last: dict[str, int] = {}
+    for frame in frames:  # each source's frames must still come out in order
+        if position[id(frame)] < last.get(frame.source_id, -1):
+            return _consecutive_runs(frames)
+        last[frame.source_id] = position[id(frame)]
+    return list(groups.values())
+
+
+def _consecutive_runs(frames: list[Frame]) -> list[list[Frame]]:
     runs: list[list[Frame]] = []
     for frame in frames:
         if runs and runs[-1][0].image.shape == frame.image.shape:
@@ -50,11 +68,8 @@ def same_size_runs(frames: list[Frame]) -> list[list[Frame]]:
 class InferenceWorker:
     """Takes batches of frames, explains them, and hands host-side results to the render stage."""
 
-    def __init__(self, explainer: Explainer, batch_size: int, deadline_s: float, view: ViewOptions,
-                 controls: LiveControls) -> None:
+    def __init__(self, explainer: Explainer, view: ViewOptions, controls: LiveControls) -> None:
         self.explainer = explainer
-        self.batch_size = batch_size
-        self.deadline_s = deadline_s
         self.view = view
         self.controls = controls
         self.smoother = MapSmoother(view.smooth)
@@ -62,13 +77,15 @@ class InferenceWorker:
         # On a GPU the frames are already there: blend on the device and bring back finished pixels.
         self.overlay = HeatmapOverlay(view.alpha, explainer.device) if self.on_gpu else None
 
-    def run(self, inbox: Any, outbox: Any, stop: threading.Event) -> None:
+    def run(self, muxer: Muxer, outbox: Any, stop: threading.Event) -> None:
+        """Explain batches until every source has ended (or ``stop``); always signal the end."""
         try:
-            ended = False
-            while not ended and not stop.is_set():
-                frames, ended = next_batch(inbox, self.batch_size, self.deadline_s, stop)
-                for run in same_size_runs(frames):
-                    if not outbox.put(self.explain(run), stop):
+            while not stop.is_set():
+                frames = muxer.next_batch()
+                if not frames:
+                    return
+                for batch in batches_by_size(frames):
+                    if not outbox.put(self.explain(batch), stop):
                         return
         finally:
             outbox.close(stop)
