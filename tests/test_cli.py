@@ -173,3 +173,12 @@ def test_bad_view_options(capsys, clip):
     assert_one_line_error(*run_cli(capsys, str(clip), "--smooth", "1.5"), "--smooth")
     assert_one_line_error(*run_cli(capsys, str(clip), "--box-threshold", "0"), "--box-threshold")
     assert_one_line_error(*run_cli(capsys, str(clip), "--json", "/proc/streamcam/x.jsonl"), "/proc/streamcam/x.jsonl")
+
+
+def test_several_sources_from_the_cli(capsys, clip, tmp_path):
+    other = make_pan_video(tmp_path / "other.mp4", count=5, size=(160, 120))
+    code, err = run_cli(capsys, str(clip), str(other), "-o", str(tmp_path / "x_{source}.avi"))
+    assert code == 0, err
+    assert count_frames(tmp_path / "x_in.avi") == 12 and count_frames(tmp_path / "x_other.avi") == 5
+    assert_one_line_error(*run_cli(capsys, str(clip), str(other), "-o", str(tmp_path / "x.avi")), "{source}")
+    assert_one_line_error(*run_cli(capsys, "--webcam", "57", "--webcam", "58"), "webcam at index 57")

@@ -368,3 +368,75 @@ def test_run_refuses_model_options_beside_a_built_explainer(tmp_path, tiny_expla
     source = make_pan_video(tmp_path / "in.mp4", count=3)
     with pytest.raises(streamcam.InputError, match="top_k"):
         streamcam.run(source, display=False, explainer=tiny_explainer, top_k=3)
+
+
+def test_several_sources_in_one_batch_each_with_its_own_output(tmp_path, default_explainer):
+    a = make_pan_video(tmp_path / "a.mp4", fps=25.0, count=14, size=(320, 240))
+    b = make_pan_video(tmp_path / "b.mp4", fps=29.97, count=9, size=(256, 144))
+    c = make_pan_video(tmp_path / "c.mp4", fps=30.0, count=11, size=(320, 240))
+    batch_sources = []
+    import streamcam.engine.worker as worker_module
+
+    original = worker_module.InferenceWorker.explain
+
+    def spy(self, frames):
+        batch_sources.append({f.source_id for f in frames})
+        return original(self, frames)
+
+    worker_module.InferenceWorker.explain = spy
+    try:
+        summary = streamcam.run([a, b, c], tmp_path / "out" / "explained_{source}.mp4", display=False, batch=8,
+                                json=tmp_path / "all.jsonl", explainer=default_explainer)
+    finally:
+        worker_module.InferenceWorker.explain = original
+    assert summary.frames_by_source == {str(a): 14, str(b): 9, str(c): 11}
+    for name, (count, size, fps) in {"a": (14, (240, 320), 25.0), "b": (9, (144, 256), 29.97),
+                                     "c": (11, (240, 320), 30.0)}.items():
+        frames, out_fps = read_video(tmp_path / "out" / f"explained_{name}.mp4")
+        assert len(frames) == count and frames[0].shape[:2] == size and out_fps == pytest.approx(fps, abs=1e-3)
+    assert any(len(sources) > 1 for sources in batch_sources)  # a and c (same size) shared batches
+    import json
+
+    records = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    for source, count in summary.frames_by_source.items():
+        indices = [r["frame"] for r in records if r["source"] == source]
+        assert indices == list(range(count))  # each source in order, sources interleaved
+
+
+def test_several_sources_need_an_output_pattern(tmp_path, tiny_explainer):
+    a = make_pan_video(tmp_path / "a.mp4", count=3)
+    b = make_pan_video(tmp_path / "b.mp4", count=3)
+    with pytest.raises(streamcam.InputError, match="{source}"):
+        streamcam.run([a, b], tmp_path / "out.mp4", display=False, explainer=tiny_explainer)
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(streamcam.InputError, match="mixed"):
+        streamcam.run([a, tmp_path / "x.png"], display=False, explainer=tiny_explainer)
+
+
+def test_a_live_source_beside_a_file_counts_its_own_drops(tmp_path):
+    ex = streamcam.Explainer(model=SlowNet().eval(), device="cpu")
+    live = FakeLiveSource(count=150)
+    with streamcam.open_source([make_pan_video(tmp_path / "a.mp4", count=20, size=(32, 32))]) as clip:
+        annotated = list(annotate([live, clip], ex, batch=4))
+    by_source: dict[str, list] = {}
+    for item in annotated:
+        by_source.setdefault(item.frame.source_id, []).append(item)
+    assert [a.frame.index for a in by_source[str(tmp_path / "a.mp4")]] == list(range(20))  # the file: every frame
+    assert all(a.dropped == 0 for a in by_source[str(tmp_path / "a.mp4")])
+    assert by_source["fake-live"][-1].dropped > 0  # the live one dropped, and counts its own
+    assert not streamcam_threads()
+
+
+def test_the_window_tiles_several_sources(monkeypatch):
+    shown = []
+    monkeypatch.setattr(cv2, "namedWindow", lambda *a: None)
+    monkeypatch.setattr(cv2, "imshow", lambda title, image: shown.append(image.shape))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: -1)
+    window = WindowSink("tiles")
+    from streamcam.types import AnnotatedFrame
+
+    for source, size in (("a", (240, 320)), ("b", (120, 160)), ("a", (240, 320))):
+        frame = Frame(0, 0.0, time.monotonic(), np.zeros((*size, 3), np.uint8), source)
+        window.write(AnnotatedFrame(frame, frame.image, (), 0.01, 0))
+    assert shown[0] == (240, 320, 3)  # one source: as it is
+    assert shown[1] == shown[2] == (480, 1280, 3)  # two: side by side, 640 wide each
