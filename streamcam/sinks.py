@@ -12,8 +12,10 @@ import json
 import logging
 import math
 import os
+import queue
 import shutil
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 # Stop writing video when the disk has less than this free (checked every DISK_CHECK_EVERY frames).
 MIN_FREE_BYTES = 32 * 2**20
 DISK_CHECK_EVERY = 30
+ENCODE_QUEUE = 8  # frames waiting for the encoder thread
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 PATTERN = "{source}"  # in -o / --json: replaced by each source's short name
 _QUIT_KEYS = {ord("q"), ord("Q"), 27}  # q, Esc
@@ -114,12 +117,15 @@ def tile_grid(images: list[np.ndarray], width: int = 1280) -> np.ndarray:
 
 
 class VideoFileSink(Sink):
-    """A video file with the source's size and exact (float) frame rate.
+    """A video file with the source's size and exact (float) frame rate, encoded on its own thread.
 
-    OpenCV's writer keeps even sizes only: an odd width or height loses its last
-    column or row (said once, at open). Every ``DISK_CHECK_EVERY`` frames the free
-    space is checked: below ``MIN_FREE_BYTES`` the run stops with what is written
-    so far still playable, since OpenCV's writer cannot report a failed write.
+    ``write`` hands the frame to an encoder thread through a short queue, so that
+    encoding overlaps everything else; ``close`` lets it finish every frame handed
+    over, then finalises the file. OpenCV's writer keeps even sizes only: an odd
+    width or height loses its last column or row (said once, at open). Every
+    ``DISK_CHECK_EVERY`` frames the free space is checked: below ``MIN_FREE_BYTES``
+    the run stops with what is written so far still playable, since OpenCV's
+    writer cannot report a failed write.
     """
 
     def __init__(self, path: Path, fps: float, width: int, height: int, overwrite: bool = False) -> None:
@@ -130,7 +136,8 @@ class VideoFileSink(Sink):
         _make_parent(path)
         self.path = path
         self.size = (width, height)
-        self.frames_written = 0
+        self.frames_written = 0  # by the encoder thread
+        self._submitted = 0
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), self.size)
         if not self._writer.isOpened():
             tiny = " (mp4v needs at least 2x2 pixels: use .avi)" if min(width, height) < 2 else ""
@@ -138,6 +145,10 @@ class VideoFileSink(Sink):
         if width % 2 or height % 2:
             log.warning("%s: OpenCV writes even sizes only: %dx%d frames are stored as %dx%d",
                         path, width, height, width - width % 2, height - height % 2)
+        self._frames: queue.Queue = queue.Queue(ENCODE_QUEUE)
+        self._error: BaseException | None = None
+        self._encoder = threading.Thread(target=self._encode, name="streamcam-encode", daemon=True)
+        self._encoder.start()
 
     @property
     def outputs(self) -> tuple[Path, ...]:
@@ -147,18 +158,41 @@ class VideoFileSink(Sink):
         image = annotated.image
         if (image.shape[1], image.shape[0]) != self.size:
             raise StreamcamError(f"{self.path}: frame of size {image.shape[1]}x{image.shape[0]} in a {self.size[0]}x{self.size[1]} video")
-        if self.frames_written % DISK_CHECK_EVERY == 0:
+        if self._submitted % DISK_CHECK_EVERY == 0:
             free = shutil.disk_usage(self.path.parent).free
             if free < MIN_FREE_BYTES:
                 raise StreamcamError(f"the disk holding {self.path} is full ({free // 2**20} MB free); stopped")
-        self._writer.write(image)
-        self.frames_written += 1
+        while True:  # wait for room, but not for an encoder that has died
+            self._raise_encoder_error()
+            try:
+                self._frames.put(image, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._submitted += 1
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()  # writes the index: the file is playable from here on
-            self._writer = None
-            log.info("wrote %d frames to %s", self.frames_written, self.path)
+        if self._writer is None:
+            return
+        if self._encoder.is_alive():
+            self._frames.put(None)  # after every frame handed over
+            self._encoder.join()
+        self._writer.release()  # writes the index: the file is playable from here on
+        self._writer = None
+        log.info("wrote %d frames to %s", self.frames_written, self.path)
+
+    def _encode(self) -> None:
+        while (image := self._frames.get()) is not None:
+            try:
+                self._writer.write(image)
+            except BaseException as error:  # noqa: BLE001 - surfaces in write()
+                self._error = error
+                return
+            self.frames_written += 1
+
+    def _raise_encoder_error(self) -> None:
+        if self._error is not None:
+            raise StreamcamError(f"cannot write {self.path}: {self._error}") from self._error
 
 
 class ImageFolderSink(Sink):
