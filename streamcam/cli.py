@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backend", default="auto",
                        help="auto (default: onnxruntime for an .onnx model, else torch), torch, onnxruntime")
     model.add_argument("--batch", type=int, default=8, help="frames per inference batch (default 8)")
+    model.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                       help="the model's forward pass (autocast); maps are computed in fp32 (default fp32)")
     model.add_argument("--top-k", type=int, default=1, help="explain the K most likely classes (default 1)")
     model.add_argument("--class", dest="target_class", metavar="NAME|ID", help="explain this class instead of the top ones")
     view = parser.add_argument_group("view")
@@ -145,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             backend=args.backend,
             batch=args.batch,
+            precision=args.precision,
             top_k=args.top_k,
             target_class=args.target_class,
             alpha=args.alpha,

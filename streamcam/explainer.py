@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .backends import OnnxBackend, TorchBackend, choose_backend, is_onnx_file
+from .backends.torch_backend import PRECISIONS
 from .boxes import DEFAULT_BOX_THRESHOLD
 from .errors import InputError
 from .explainers import METHODS, GradCAM, Method, MethodInput, make_method
@@ -42,8 +43,12 @@ class Explainer:
         target_class: int | str | None = None,
         layers: str | Sequence[str] | None = None,
         box_threshold: float = DEFAULT_BOX_THRESHOLD,
+        precision: str = "fp32",
     ) -> None:
         self.device = resolve_device(device)
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         method_instance = make_method(method)
         onnx_file = is_onnx_file(model)
         self.backend_name = choose_backend(backend, onnx_file)
@@ -84,17 +89,22 @@ class Explainer:
         )
         if self.backend_name == "onnxruntime":
             self._graph_folder = tempfile.TemporaryDirectory(prefix="streamcam-onnx-")
+            if self.precision == "bf16":
+                raise InputError("onnxruntime runs fp32 or fp16 graphs: use --precision fp16, or --backend torch")
             top = min(max(top_k, 1), len(self.labels))
-            path = export_onnx(Path(self._graph_folder.name) / "model.onnx", loaded=loaded, layer=self.layer, top_k=top)
+            path = export_onnx(Path(self._graph_folder.name) / "model.onnx", loaded=loaded, layer=self.layer, top_k=top,
+                               fp16=self.precision == "fp16")
             self.backend = OnnxBackend(path, self.device)
         else:
-            self.backend = TorchBackend(self.model)
+            self.backend = TorchBackend(self.model, self.precision)
         return loaded.mean, loaded.std
 
     def _from_graph(self, path: Path, labels, layer) -> tuple[tuple, tuple]:
         """An ONNX graph exported by streamcam: everything else comes from its metadata."""
         self.backend = OnnxBackend(path, self.device)
         meta = self.backend.metadata
+        if self.precision != "fp32" and self.precision != meta.precision:
+            raise InputError(f"{path} is an {meta.precision} graph; export another for {self.precision}")
         self.model_name = meta.model
         self.anatomy = None
         self.model = None
@@ -161,12 +171,12 @@ class Explainer:
         maps = {} if in_graph is None else {self.layer: in_graph[2]}
         maps.update({
             name: method_of[name](
-                MethodInput(
-                    features=result.features[name].detach(),
+                MethodInput(  # the maps' maths in fp32, whatever precision the model ran in
+                    features=result.features[name].detach().float(),
                     class_ids=class_ids,
                     classifier_weight=self.classifier_weight,
-                    gradients=gradients.get(name),
-                    input_gradients=input_gradients,
+                    gradients=_float(gradients.get(name)),
+                    input_gradients=_float(input_gradients),
                 )
             )
             for name in every
@@ -247,6 +257,10 @@ class Explainer:
                 return self.anatomy.stage_layers()
             layers = [name.strip() for name in layers.split(",") if name.strip()]
         return [self.anatomy.resolve_layer(name, self.model_name) for name in layers]
+
+
+def _float(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.float()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

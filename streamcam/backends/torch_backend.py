@@ -23,14 +23,24 @@ class ForwardResult:
     cam: torch.Tensor | None = None
 
 
+# --precision -> the autocast dtype of the model's forward pass (None: plain fp32)
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 class TorchBackend:
     """Runs an eval-mode module; hands back logits, activations and, on demand, gradients."""
 
     name = "torch"
     supports_gradients = True
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
         self.model = model
+        self.autocast_dtype = PRECISIONS[precision]
+
+    def _autocast(self, device: torch.device):
+        """The model's own layers in the chosen precision; the caller does its maths in fp32."""
+        return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
 
     def forward(self, x: torch.Tensor, layers: Sequence[str], track_gradients: bool = False) -> ForwardResult:
         """One forward pass; the hooks exist only during the call.
@@ -41,7 +51,7 @@ class TorchBackend:
         of the network after that layer costs, not a whole second pass.
         """
         mode = torch.no_grad() if track_gradients else torch.inference_mode()
-        with mode, capture_outputs(self.model, layers, track_gradients) as captured:
+        with mode, self._autocast(x.device), capture_outputs(self.model, layers, track_gradients) as captured:
             logits = self.model(x)
         return ForwardResult(logits=logits, features=dict(captured))
 
@@ -59,7 +69,7 @@ class TorchBackend:
     def input_gradients(self, x: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
         """Guided-backpropagation gradients of the targets' scores w.r.t. the input: (B, k, 3, S, S)."""
         x = x.detach().requires_grad_()
-        with torch.enable_grad(), guided_activations(self.model):
+        with torch.enable_grad(), self._autocast(x.device), guided_activations(self.model):
             logits = self.model(x)
             (grads,) = target_gradients(logits.gather(1, class_ids), [x])
         return grads
