@@ -10,6 +10,14 @@
    run with ``PYTHONPATH=/tmp/gcsite``).
 1c. Backends: images/s of CAM on torch vs onnxruntime (an exported graph with the
    fused CAM inside), on the same batch, at batch 1 and 8.
+1d. Stages (issue 7): on a 640x272 and a 1280x720 clip, ms per frame of each
+   stage alone (decode, explain = preprocess + forward + CAM at the pipeline's
+   batch, render, encode), the end-to-end fps of the pipeline on torch and on
+   onnxruntime, and each as a fraction of the limits measured in the same run:
+   the plain batched forward pass alone, decode alone, encode alone.
+1e. Live: batch-1 Grad-CAM latency from capture to render on a 30 fps live source,
+   in frame intervals, and N live 1280x720 30 fps streams explained at once
+   (``--streams``): the fps each one gets and what it drops.
 2. End to end: fps of the pipeline (``streamcam in.mp4 -o out.mp4``) vs a naive
    one-frame-at-a-time read -> explain -> overlay -> write loop, on the same clip,
    written two ways: with plain torch + OpenCV as a user would without streamcam
@@ -17,7 +25,8 @@
    through ``streamcam.Explainer`` one frame at a time (same engine, no pipeline),
    which isolates what the threads and batching add.
 
-    python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200] [--sections throughput,methods,backends,e2e]
+    python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200] [--streams 8]
+        [--sections throughput,methods,backends,stages,live,e2e]
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import torch
 import streamcam
 from streamcam.demo import pan_frames, photo, write_clip
 from streamcam.render import draw_predictions
+from streamcam.sources import Source
 from streamcam.types import Prediction
 
 
@@ -168,6 +178,129 @@ def backend_throughput(ex: streamcam.Explainer, rounds: int, seconds: float) -> 
                   f"| {result['onnxruntime'] / result['torch']:.2f}x |")
 
 
+def stage_times(ex: streamcam.Explainer, rounds: int, seconds: float, frames: int, sizes: list[tuple[int, int]],
+                batch: int) -> None:
+    """Each stage alone, then the whole pipeline, as fractions of the limits."""
+    from streamcam.render import HeatmapOverlay, draw_predictions as draw
+
+    sync = torch.cuda.synchronize if ex.device.type == "cuda" else (lambda: None)
+    graph_folder = tempfile.TemporaryDirectory()
+    from streamcam.export import export_onnx
+
+    graph = streamcam.Explainer(model=export_onnx(Path(graph_folder.name) / "m.onnx", model=ex.model,
+                                                  labels=ex.labels, layer=ex.layer, top_k=1), device=ex.device)
+    overlay = HeatmapOverlay(0.5, torch.device("cpu"))
+    print(f"\n## Stages ({frames} frames per clip, batch {batch}; ms per frame, fps = frames per second)\n")
+    print("| clip | decode | explain (torch) | render | encode | forward alone fps | pipeline fps, torch "
+          "| of forward | of limit | pipeline fps, onnxruntime | of limit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        for size in sizes:
+            clip = Path(folder) / f"clip_{size[0]}x{size[1]}.mp4"
+            write_clip(clip, (f for f, _ in pan_frames(photo("chelsea"), size, frames)), 30.0)
+            images = []
+            capture = cv2.VideoCapture(str(clip))
+            while (got := capture.read())[0]:
+                images.append(got[1])
+            x = ex.preprocess(images[:batch])
+            maps = ex.explain_tensor(x).maps[:, 0].cpu().numpy()
+            out = Path(folder) / "out.mp4"
+
+            def decode() -> float:
+                started, count = time.perf_counter(), 0
+                reader = cv2.VideoCapture(str(clip))
+                while reader.read()[0]:
+                    count += 1
+                return count / (time.perf_counter() - started)
+
+            def encode() -> float:
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
+                started = time.perf_counter()
+                for image in images:
+                    writer.write(image)
+                writer.release()
+                return len(images) / (time.perf_counter() - started)
+
+            def render() -> float:
+                started = time.perf_counter()
+                for index, image in enumerate(images):
+                    blended = overlay.blend_host(image, maps[index % len(maps)])
+                    draw(blended, [Prediction(285, "Egyptian cat", 0.8)])
+                return len(images) / (time.perf_counter() - started)
+
+            def forward() -> float:
+                def plain() -> None:
+                    with torch.inference_mode():
+                        ex.model(x)
+
+                return rate(plain, batch, seconds, sync)
+
+            def explain() -> float:
+                return rate(lambda: ex.explain_tensor(ex.preprocess(images[:batch])), batch, seconds, sync)
+
+            def pipeline(explainer: streamcam.Explainer) -> Callable[[], float]:
+                def measure() -> float:
+                    summary = streamcam.run(clip, out, display=False, batch=batch, overwrite=True, explainer=explainer)
+                    return summary.frames / summary.seconds
+
+                return measure
+
+            result = interleaved({"decode": decode, "encode": encode, "render": render, "forward": forward,
+                                  "explain": explain, "torch": pipeline(ex), "onnxruntime": pipeline(graph)}, rounds)
+            limit = min(result["decode"], result["forward"], result["encode"])
+            ms = {k: 1000 / result[k] for k in ("decode", "explain", "render", "encode")}
+            print(f"| {size[0]}x{size[1]} | {ms['decode']:.1f} | {ms['explain']:.1f} | {ms['render']:.1f} "
+                  f"| {ms['encode']:.1f} | {result['forward']:.1f} | {result['torch']:.1f} "
+                  f"| {result['torch'] / result['forward'] * 100:.0f} % | {result['torch'] / limit * 100:.0f} % "
+                  f"| {result['onnxruntime']:.1f} | {result['onnxruntime'] / limit * 100:.0f} % |")
+    graph_folder.cleanup()
+
+
+class PacedLiveSource(Source):
+    """A live source delivering a real photo panning at ``fps`` for ``seconds``, as a camera would."""
+
+    def __init__(self, name: str, size: tuple[int, int], fps: float, seconds: float) -> None:
+        self.info = streamcam.VideoInfo(name, size[0], size[1], fps, None, live=True)
+        self.images = [f for f, _ in pan_frames(photo("chelsea"), size, 60)]
+        self.count = int(fps * seconds)
+
+    def frames(self):
+        started = time.monotonic()
+        for index in range(self.count):
+            wait = started + index / self.info.fps - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            now = time.monotonic()
+            yield streamcam.Frame(index, now - started, now, self.images[index % 60], self.info.source_id)
+
+
+def live_latency(ex: streamcam.Explainer, streams: int, seconds: float) -> None:
+    """Batch-1 Grad-CAM latency on one live 30 fps source; then several 720p30 streams at once."""
+    method = ex.method.name
+    ex.set_method("gradcam")
+    one = PacedLiveSource("cam0", (1280, 720), 30.0, seconds)
+    latencies = [a.latency for a in streamcam.annotate(one, ex, batch=1)]
+    latencies = sorted(latencies[len(latencies) // 5 :])  # after warm-up
+    median, p95 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.95)]
+    print("\n## Live\n")
+    print(f"- batch-1 Grad-CAM, one 1280x720 30 fps live source: latency from capture to rendered frame "
+          f"median {median * 1000:.0f} ms = {median * 30:.2f} frame intervals, p95 {p95 * 1000:.0f} ms "
+          f"({len(latencies)} frames after warm-up)")
+    ex.set_method(method)
+    sources = [PacedLiveSource(f"cam{i}", (1280, 720), 30.0, seconds) for i in range(streams)]
+    delivered: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    started = time.monotonic()
+    for item in streamcam.annotate(sources, ex, batch=streams):
+        delivered[item.frame.source_id] = delivered.get(item.frame.source_id, 0) + 1
+        dropped[item.frame.source_id] = item.dropped
+    elapsed = time.monotonic() - started
+    worst = min(delivered.values()) / elapsed
+    print(f"- {streams} live 1280x720 30 fps streams, {ex.method.name}, batch {streams}: the slowest stream got "
+          f"{worst:.1f} fps; {sum(dropped.values())} of {sum(delivered.values()) + sum(dropped.values())} frames "
+          f"dropped in all")
+
+
 def pytorch_grad_cam_methods(ex: streamcam.Explainer) -> dict[str, Callable]:
     try:
         from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
@@ -269,9 +402,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per throughput measurement")
     parser.add_argument("--frames", type=int, default=150, help="frames in each end-to-end clip")
     parser.add_argument("--batch", type=int, default=8, help="pipeline batch size")
-    parser.add_argument("--sizes", default="640x360,1280x720")
+    parser.add_argument("--sizes", default="640x360,1280x720", help="clips of the e2e section")
+    parser.add_argument("--stage-sizes", default="640x272,1280x720", help="clips of the stages section")
     parser.add_argument("--weights", default=None, help="for --model: a file, or 'random'")
-    parser.add_argument("--sections", default="throughput,methods,backends,e2e")
+    parser.add_argument("--sections", default="throughput,methods,backends,stages,live,e2e")
+    parser.add_argument("--streams", type=int, default=8, help="live streams at once in the live section")
+    parser.add_argument("--live-seconds", type=float, default=10.0)
     args = parser.parse_args()
     sections = args.sections.split(",")
 
@@ -288,6 +424,11 @@ def main() -> None:
         method_throughput(ex, args.rounds, args.seconds)
     if "backends" in sections:
         backend_throughput(ex, args.rounds, args.seconds)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.stage_sizes.split(",")]
+    if "stages" in sections:
+        stage_times(ex, args.rounds, args.seconds, args.frames, sizes, args.batch)
+    if "live" in sections:
+        live_latency(ex, args.streams, args.live_seconds)
     if "e2e" in sections:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         end_to_end(ex, args.rounds, args.frames, sizes, args.batch)
