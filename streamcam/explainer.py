@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from .backends.torch_backend import PRECISIONS
 from .boxes import DEFAULT_BOX_THRESHOLD
 from .errors import InputError
 from .explainers import METHODS, GradCAM, Method, MethodInput, make_method
-from .export import export_onnx
+from .cache import cached_graph
 from .models import DEFAULT_MODEL, load_model, resolve_labels
 from .preprocess import Preprocessor
 from .types import Explanation
@@ -51,16 +50,18 @@ class Explainer:
         self.precision = precision
         method_instance = make_method(method)
         onnx_file = is_onnx_file(model)
-        self.backend_name = choose_backend(backend, onnx_file)
+        self.backend_name = choose_backend(backend, onnx_file)  # what was asked: auto, torch or onnxruntime
+        if not 1 <= top_k:
+            raise InputError(f"top-k must be at least 1, not {top_k}")
+        self.engines: dict[str, TorchBackend | OnnxBackend] = {}
         if onnx_file:
             mean, std = self._from_graph(Path(model), labels, layer)
         else:
             mean, std = self._from_torch(model, weights, labels, layer, top_k)
         self.method = self._checked(method_instance)
         self.layers = self._resolve_layers(layers)
-        stages = self.anatomy.stage_layers() if self.backend.supports_gradients else []
-        self.grid_layers = self.layers or stages
-        if top_k < 1 or top_k > len(self.labels):
+        self.grid_layers = self.layers or (self.anatomy.stage_layers() if "torch" in self.engines else [])
+        if top_k > len(self.labels):
             raise InputError(f"top-k must be between 1 and {len(self.labels)} (the number of classes), not {top_k}")
         self.top_k = top_k
         self.target_class = None if target_class is None else self.class_index(target_class)
@@ -71,7 +72,7 @@ class Explainer:
         self._fallback = GradCAM()
 
     def _from_torch(self, model, weights, labels, layer, top_k) -> tuple[tuple, tuple]:
-        """A PyTorch model by name, file or module; on onnxruntime, exported to a temporary graph first."""
+        """A PyTorch model by name, file or module; with onnxruntime, also its graph from the cache."""
         loaded = load_model(model, weights=weights, labels=labels)
         self.model_name = loaded.name
         self.anatomy = loaded.anatomy
@@ -87,22 +88,31 @@ class Explainer:
             if self.layer in self.gap_layers
             else None
         )
-        if self.backend_name == "onnxruntime":
-            self._graph_folder = tempfile.TemporaryDirectory(prefix="streamcam-onnx-")
+        if self.backend_name != "onnxruntime":
+            self.engines["torch"] = TorchBackend(self.model, self.precision)
+        if self.backend_name == "onnxruntime" or (self.backend_name == "auto" and self._auto_wants_onnx(model)):
             if self.precision == "bf16":
                 raise InputError("onnxruntime runs fp32 or fp16 graphs: use --precision fp16, or --backend torch")
-            top = min(max(top_k, 1), len(self.labels))
-            path = export_onnx(Path(self._graph_folder.name) / "model.onnx", loaded=loaded, layer=self.layer, top_k=top,
-                               fp16=self.precision == "fp16")
-            self.backend = OnnxBackend(path, self.device)
-        else:
-            self.backend = TorchBackend(self.model, self.precision)
+            top = min(top_k, len(self.labels))
+            path = cached_graph(loaded, self.layer, top, fp16=self.precision == "fp16")
+            self.engines["onnxruntime"] = OnnxBackend(path, self.device)
         return loaded.mean, loaded.std
+
+    def _auto_wants_onnx(self, model: object) -> bool:
+        """Where onnxruntime joins torch under --backend auto.
+
+        On the CPU it serves CAM, Eigen-CAM and Grad-CAM at a GAP + linear layer
+        2-3x faster than torch (BENCHMARKS.md). Not on CUDA, where the torch path
+        keeps frames, maps and overlays on the device and no comparison has been
+        measured yet; not in reduced precision; and not for a live ``nn.Module``,
+        whose weights may change after the graph was exported.
+        """
+        return self.device.type == "cpu" and self.precision == "fp32" and not isinstance(model, nn.Module)
 
     def _from_graph(self, path: Path, labels, layer) -> tuple[tuple, tuple]:
         """An ONNX graph exported by streamcam: everything else comes from its metadata."""
-        self.backend = OnnxBackend(path, self.device)
-        meta = self.backend.metadata
+        graph = self.engines["onnxruntime"] = OnnxBackend(path, self.device)
+        meta = graph.metadata
         if self.precision != "fp32" and self.precision != meta.precision:
             raise InputError(f"{path} is an {meta.precision} graph; export another for {self.precision}")
         self.model_name = meta.model
@@ -114,16 +124,32 @@ class Explainer:
             raise InputError(f"{path} explains layer {meta.layer}; export another graph (--layer) or use --backend torch")
         self.layer = meta.layer
         self.gap_layers = frozenset({meta.layer}) if meta.top_k else frozenset()
-        self.classifier_weight = self.backend.classifier_weight
+        self.classifier_weight = graph.classifier_weight
         return meta.mean, meta.std
 
     @property
+    def engine(self) -> str:
+        """The engine serving the current method: "torch" or "onnxruntime"."""
+        return self.engine_for(self.method, self.layers)
+
+    @property
+    def backend(self) -> TorchBackend | OnnxBackend:
+        """The backend serving the current method."""
+        return self.engines[self.engine]
+
+    def engine_for(self, method: Method, extra_layers: Sequence[str] = ()) -> str:
+        """The fastest engine that can serve ``method`` (and the extra layers of a grid)."""
+        if "onnxruntime" in self.engines and self._refusal_on("onnxruntime", type(method), extra_layers) is None:
+            return "onnxruntime"
+        return "torch" if "torch" in self.engines else "onnxruntime"
+
+    @property
     def available_methods(self) -> list[str]:
-        """The methods this model, layer and backend can serve (CAM only on a GAP + linear head)."""
+        """The methods this model, layer and engines can serve (CAM only on a GAP + linear head)."""
         return [name for name, cls in METHODS.items() if self._refusal(cls) is None]
 
     def set_method(self, name: str) -> None:
-        """Switch the explanation method; takes effect from the next batch."""
+        """Switch the explanation method (and with it, maybe, the engine); takes effect from the next batch."""
         self.method = self._checked(make_method(name))
 
     def class_index(self, target: int | str) -> int:
@@ -157,14 +183,16 @@ class Explainer:
         """
         extra = list(self.layers if layers is None else layers)
         every = list(dict.fromkeys([self.layer, *extra]))
+        engine = self.engine_for(self.method, extra)
+        backend = self.engines[engine]
         method_of = {name: self.method_for(name) for name in every}
         needs_grad = [name for name in every if method_of[name].needs_grad]
-        result = self.backend.forward(x, every, track_gradients=bool(needs_grad))
+        result = backend.forward(x, every, track_gradients=bool(needs_grad))
         in_graph = self._in_graph_cam(result, extra)
         class_ids, scores = in_graph[:2] if in_graph else self._targets(result.logits.detach())
-        gradients = self.backend.gradients(result, class_ids, needs_grad) if needs_grad else {}
+        gradients = backend.gradients(result, class_ids, needs_grad) if needs_grad else {}
         input_gradients = (
-            self.backend.input_gradients(x, class_ids)
+            backend.input_gradients(x, class_ids)
             if any(method_of[name].needs_input_grad for name in every)
             else None
         )
@@ -194,6 +222,7 @@ class Explainer:
             layer_methods={name: method_of[name].name for name in extra},
             frame_sizes=tuple(tuple(size) for size in frame_sizes or [tuple(x.shape[-2:])] * x.shape[0]),
             box_threshold=self.box_threshold,
+            engine=engine,
         )
 
     def method_for(self, layer: str) -> Method:
@@ -230,7 +259,12 @@ class Explainer:
         return method
 
     def _refusal(self, method: type[Method]) -> str | None:
-        """Why this explainer cannot serve ``method``, or None."""
+        """Why no engine of this explainer can serve ``method``, or None."""
+        refusals = [self._refusal_on(engine, method) for engine in self.engines]
+        return None if None in refusals else refusals[0]
+
+    def _refusal_on(self, engine: str, method: type[Method], extra_layers: Sequence[str] = ()) -> str | None:
+        """Why ``engine`` cannot serve ``method`` (with a grid of ``extra_layers``), or None."""
         if method.needs_gap_linear and self.classifier_weight is None:
             where = (
                 f"layer '{self.layer}' does not feed the classifier through global average pooling"
@@ -238,8 +272,10 @@ class Explainer:
                 else f"{self.model_name}'s head is not global average pooling + one linear layer"
             )
             return f"{method.name} needs a GAP + linear head, but {where}; use --method gradcam"
-        if self.backend.supports_gradients:
+        if self.engines[engine].supports_gradients:
             return None
+        if extra_layers:
+            return "the multi-layer view needs --backend torch (an ONNX graph exposes one layer)"
         if method.needs_input_grad:
             return f"{method.name} back-propagates to the input: it needs --backend torch"
         if method.needs_grad and self.classifier_weight is None:
@@ -250,7 +286,7 @@ class Explainer:
     def _resolve_layers(self, layers: str | Sequence[str] | None) -> list[str]:
         if not layers:
             return []
-        if not self.backend.supports_gradients:
+        if "torch" not in self.engines:
             raise InputError("the multi-layer view needs --backend torch (an ONNX graph exposes one layer)")
         if isinstance(layers, str):
             if layers == "auto":

@@ -77,8 +77,12 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
     loaded: LoadedModel | None = None,
+    extra_metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Export ``model`` (a name, a file, a module, or an already ``loaded`` one) to ``output``; returns the path."""
+    """Export ``model`` (a name, a file, a module, or an already ``loaded`` one) to ``output``; returns the path.
+
+    ``extra_metadata`` adds keys to the graph's metadata (the cache stores its key there).
+    """
     import onnx
 
     loaded = loaded or load_model(model, weights=weights, labels=labels)
@@ -130,7 +134,7 @@ def export_onnx(
         classifier_weight=f"model.{classifier}.weight" if classifier else None,
         precision="fp16" if fp16 else "fp32",
     )
-    for key, value in metadata.to_props().items():
+    for key, value in {**metadata.to_props(), **(extra_metadata or {})}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))

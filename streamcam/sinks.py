@@ -82,7 +82,8 @@ class WindowSink(Sink):
             self._fps[source] = 0.9 * self._fps.get(source, instant) + 0.1 * instant
         self._last_shown[source] = now
         image = annotated.image.copy()  # the HUD is for the window only, not the recording
-        draw_hud(image, self._fps.get(source, 0.0), annotated.latency, annotated.dropped, annotated.method)
+        draw_hud(image, self._fps.get(source, 0.0), annotated.latency, annotated.dropped,
+                 f"{annotated.method} | {annotated.engine}")
         self._tiles[source] = image
         cv2.imshow(self.title, image if len(self._tiles) == 1 else tile_grid(list(self._tiles.values())))
         key = cv2.waitKey(1) & 0xFF
@@ -234,7 +235,7 @@ class ImageFolderSink(Sink):
 class JsonLinesSink(Sink):
     """One JSON object per explained frame, flushed line by line: a crash loses nothing already written.
 
-    ``{"frame", "time", "source", "predictions": [{"class_id", "label", "score", "box"}], "dropped", "method"}``
+    ``{"frame", "time", "source", "predictions": [{"class_id", "label", "score", "box"}], "dropped", "method", "engine"}``
     """
 
     def __init__(self, path: Path, overwrite: bool = False) -> None:
@@ -264,6 +265,7 @@ class JsonLinesSink(Sink):
             ],
             "dropped": annotated.dropped,
             "method": annotated.method,
+            "engine": annotated.engine,
         }
         if frame.name is not None:
             record["file"] = frame.name

@@ -59,6 +59,7 @@ class Explanation:
     layer_methods: dict[str, str] = field(default_factory=dict)
     frame_sizes: tuple[tuple[int, int], ...] = ()  # (H, W) of each frame, for boxes in frame pixels
     box_threshold: float = 0.2
+    engine: str = "torch"  # what ran the model: "torch" or "onnxruntime"
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
@@ -97,3 +98,4 @@ class AnnotatedFrame:
     latency: float  # seconds from capture to the end of rendering
     dropped: int  # frames the source dropped so far (live sources)
     method: str = "cam"  # the method that made the heatmap
+    engine: str = "torch"  # what ran the model

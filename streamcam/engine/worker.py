@@ -29,6 +29,7 @@ class ExplainedBatch:
     labels: list[list[str]]
     maps: np.ndarray  # (B, k, h, w) float32 in [0, 1]
     method: str
+    engine: str  # what ran the model
     class_index: int  # which of the k targets the overlay shows
     overlays: np.ndarray | None  # (B, H, W, 3) uint8, when the heatmaps were blended on the GPU
     boxes: np.ndarray | None  # (B, k, 4) int32, when computed on the GPU (else the render stage does it)
@@ -112,6 +113,7 @@ class InferenceWorker:
             labels=result.labels,
             maps=host[2],
             method=result.method,
+            engine=result.engine,
             class_index=class_index,
             overlays=host[-1] if blend_here else None,
             boxes=boxes_from_maps(maps, frames[0].image.shape[:2], self.view.box_threshold) if boxes_here else None,

@@ -1,0 +1,126 @@
+"""Exported graphs, made once and kept in the user's cache directory.
+
+An entry is keyed by everything that shapes the graph: model name, a hash of its
+weights' content, input size, explained layer, top-k, precision, opset, and the
+versions of streamcam, torch, onnx and onnxruntime. The key is also written into
+the graph's own metadata; an entry is used only if it loads, passes
+``onnx.checker`` and carries the same key, otherwise it is rebuilt (a corrupt or
+stale entry is never trusted). A new entry is exported to a temporary file and
+renamed into place, which is atomic: concurrent runs cannot leave a half-written
+graph behind, at worst they export twice.
+
+Where: ``$STREAMCAM_CACHE_DIR`` if set; else ``$XDG_CACHE_HOME/streamcam`` or
+``~/.cache/streamcam`` (Linux and others), ``~/Library/Caches/streamcam`` (macOS),
+``%LOCALAPPDATA%\\streamcam\\Cache`` (Windows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+from .export import DEFAULT_OPSET, export_onnx
+from .models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "STREAMCAM_CACHE_DIR"
+KEY_PROP = "streamcam.cache_key"
+
+
+def cache_dir() -> Path:
+    """The folder streamcam caches graphs in (see the module docstring)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "streamcam" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "streamcam"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamcam"
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer, names and bytes, in order."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update((value.float() if value.dtype == torch.bfloat16 else value).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_graph(loaded: LoadedModel, layer: str, top_k: int, fp16: bool = False,
+                 opset: int = DEFAULT_OPSET) -> Path:
+    """The path of a valid exported graph for this model, exporting it first if needed."""
+    key = _key(loaded, layer, top_k, fp16, opset)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    folder = cache_dir() / "graphs"
+    path = folder / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', loaded.name)[-40:]}-{digest}.onnx"
+    if path.exists():
+        problem = _entry_problem(path, key)
+        if problem is None:
+            log.debug("using the cached graph %s", path)
+            return path
+        log.warning("rebuilding the cached graph %s: %s", path.name, problem)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=folder)
+        os.close(handle)
+    except OSError as error:
+        raise InputError(f"cannot write to the cache folder {folder} ({error.strerror or error}); "
+                         f"set {CACHE_ENV} to a writable folder, or use --backend torch") from error
+    started = time.monotonic()
+    try:
+        export_onnx(temporary, loaded=loaded, layer=layer, top_k=top_k, fp16=fp16, opset=opset,
+                    extra_metadata={KEY_PROP: json.dumps(key, sort_keys=True)})
+        os.replace(temporary, path)  # atomic: readers see the old entry or the whole new one
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    log.info("exported %s for onnxruntime in %.1f s, cached as %s", loaded.name, time.monotonic() - started, path)
+    return path
+
+
+def _key(loaded: LoadedModel, layer: str, top_k: int, fp16: bool, opset: int) -> dict[str, object]:
+    import onnx
+    import onnxruntime
+
+    from . import __version__
+
+    return {
+        "model": loaded.name,
+        "weights": weights_digest(loaded.module),
+        "input_size": loaded.input_size,
+        "labels": hashlib.sha256("\n".join(loaded.labels).encode()).hexdigest(),
+        "layer": layer,
+        "top_k": top_k,
+        "precision": "fp16" if fp16 else "fp32",
+        "opset": opset,
+        "versions": {"streamcam": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__},
+    }
+
+
+def _entry_problem(path: Path, key: dict[str, object]) -> str | None:
+    """Why a cache entry cannot be trusted, or None."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as error:  # noqa: BLE001 - any failure to read means corrupt
+        return f"corrupt ({type(error).__name__})"
+    stored = {p.key: p.value for p in proto.metadata_props}.get(KEY_PROP)
+    if stored != json.dumps(key, sort_keys=True):
+        return "made for another model, version or setting"
+    return None
