@@ -95,12 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     exporting = bool(argv) and argv[0] == "export"
     debug = "--debug" in argv
+    _configure_logging(debug)
     try:
         try:
             args = build_export_parser().parse_args(argv[1:]) if exporting else build_parser().parse_args(argv)
         except SystemExit as exit_:  # --help, --version, or a usage error already printed
             return int(exit_.code or 0)
-        _configure_logging(debug)
         _quiet_opencv(debug)
         return _export(args) if exporting else _run(args)
     except Terminated:

@@ -57,7 +57,7 @@ class Explainer:
         if onnx_file:
             mean, std = self._from_graph(Path(model), labels, layer)
         else:
-            mean, std = self._from_torch(model, weights, labels, layer, top_k)
+            mean, std = self._from_torch(model, weights, labels, layer)
         self.method = self._checked(method_instance)
         self.layers = self._resolve_layers(layers)
         self.grid_layers = self.layers or (self.anatomy.stage_layers() if "torch" in self.engines else [])
@@ -70,8 +70,19 @@ class Explainer:
         self.box_threshold = box_threshold
         self.preprocess = Preprocessor(self.input_size, mean, std, self.device)
         self._fallback = GradCAM()
+        if "onnxruntime" in self._engine_names and self.precision == "bf16":
+            raise InputError("onnxruntime runs fp32 or fp16 graphs: use --precision fp16, or --backend torch")
 
-    def _from_torch(self, model, weights, labels, layer, top_k) -> tuple[tuple, tuple]:
+    def prepare(self) -> Explainer:
+        """Make every engine ready: the onnxruntime graph is exported (or found in the cache) here,
+        on first use, so that a bad input or output is reported before that wait."""
+        if self._loaded is not None and "onnxruntime" not in self.engines:
+            path = cached_graph(self._loaded, self.layer, self.top_k, fp16=self.precision == "fp16")
+            self.engines["onnxruntime"] = OnnxBackend(path, self.device)
+            self._loaded = None
+        return self
+
+    def _from_torch(self, model, weights, labels, layer) -> tuple[tuple, tuple]:
         """A PyTorch model by name, file or module; with onnxruntime, also its graph from the cache."""
         loaded = load_model(model, weights=weights, labels=labels)
         self.model_name = loaded.name
@@ -90,12 +101,9 @@ class Explainer:
         )
         if self.backend_name != "onnxruntime":
             self.engines["torch"] = TorchBackend(self.model, self.precision)
-        if self.backend_name == "onnxruntime" or (self.backend_name == "auto" and self._auto_wants_onnx(model)):
-            if self.precision == "bf16":
-                raise InputError("onnxruntime runs fp32 or fp16 graphs: use --precision fp16, or --backend torch")
-            top = min(top_k, len(self.labels))
-            path = cached_graph(loaded, self.layer, top, fp16=self.precision == "fp16")
-            self.engines["onnxruntime"] = OnnxBackend(path, self.device)
+        onnx_too = self.backend_name == "onnxruntime" or (self.backend_name == "auto" and self._auto_wants_onnx(model))
+        self._engine_names = [*self.engines, *(["onnxruntime"] if onnx_too else [])]
+        self._loaded = loaded if onnx_too else None  # exported (or found in the cache) by prepare()
         return loaded.mean, loaded.std
 
     def _auto_wants_onnx(self, model: object) -> bool:
@@ -112,6 +120,7 @@ class Explainer:
     def _from_graph(self, path: Path, labels, layer) -> tuple[tuple, tuple]:
         """An ONNX graph exported by streamcam: everything else comes from its metadata."""
         graph = self.engines["onnxruntime"] = OnnxBackend(path, self.device)
+        self._engine_names, self._loaded = ["onnxruntime"], None
         meta = graph.metadata
         if self.precision != "fp32" and self.precision != meta.precision:
             raise InputError(f"{path} is an {meta.precision} graph; export another for {self.precision}")
@@ -135,13 +144,14 @@ class Explainer:
     @property
     def backend(self) -> TorchBackend | OnnxBackend:
         """The backend serving the current method."""
-        return self.engines[self.engine]
+        return self.prepare().engines[self.engine]
 
     def engine_for(self, method: Method, extra_layers: Sequence[str] = ()) -> str:
         """The fastest engine that can serve ``method`` (and the extra layers of a grid)."""
-        if "onnxruntime" in self.engines and self._refusal_on("onnxruntime", type(method), extra_layers) is None:
+        names = self._engine_names
+        if "onnxruntime" in names and self._refusal_on("onnxruntime", type(method), extra_layers) is None:
             return "onnxruntime"
-        return "torch" if "torch" in self.engines else "onnxruntime"
+        return "torch" if "torch" in names else "onnxruntime"
 
     @property
     def available_methods(self) -> list[str]:
@@ -184,7 +194,7 @@ class Explainer:
         extra = list(self.layers if layers is None else layers)
         every = list(dict.fromkeys([self.layer, *extra]))
         engine = self.engine_for(self.method, extra)
-        backend = self.engines[engine]
+        backend = self.prepare().engines[engine]
         method_of = {name: self.method_for(name) for name in every}
         needs_grad = [name for name in every if method_of[name].needs_grad]
         result = backend.forward(x, every, track_gradients=bool(needs_grad))
@@ -260,7 +270,7 @@ class Explainer:
 
     def _refusal(self, method: type[Method]) -> str | None:
         """Why no engine of this explainer can serve ``method``, or None."""
-        refusals = [self._refusal_on(engine, method) for engine in self.engines]
+        refusals = [self._refusal_on(engine, method) for engine in self._engine_names]
         return None if None in refusals else refusals[0]
 
     def _refusal_on(self, engine: str, method: type[Method], extra_layers: Sequence[str] = ()) -> str | None:
@@ -272,7 +282,7 @@ class Explainer:
                 else f"{self.model_name}'s head is not global average pooling + one linear layer"
             )
             return f"{method.name} needs a GAP + linear head, but {where}; use --method gradcam"
-        if self.engines[engine].supports_gradients:
+        if engine == "torch":
             return None
         if extra_layers:
             return "the multi-layer view needs --backend torch (an ONNX graph exposes one layer)"
@@ -286,7 +296,7 @@ class Explainer:
     def _resolve_layers(self, layers: str | Sequence[str] | None) -> list[str]:
         if not layers:
             return []
-        if "torch" not in self.engines:
+        if "torch" not in self._engine_names:
             raise InputError("the multi-layer view needs --backend torch (an ONNX graph exposes one layer)")
         if isinstance(layers, str):
             if layers == "auto":

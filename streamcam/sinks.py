@@ -298,6 +298,7 @@ def display_available() -> bool:
 
 def open_routes(config: RunConfig, infos: Sequence[VideoInfo],
                 controls: LiveControls | None = None) -> dict[str, list[Sink]]:
+    # (the pipeline opens routes before it has an explainer, and hands the window its controls later)
     """Which sinks each source's frames go to: its own video file (``-o`` pattern), the
     JSON lines (shared, or per source with ``{source}``), the window (shared, tiled).
 

@@ -292,8 +292,10 @@ def run_and_signal(tmp_path: Path, signum: int, when: str) -> tuple[int, str, fl
     )
     try:
         deadline = time.monotonic() + 120
-        if when == "loading":
-            time.sleep(1.0)  # still importing torch or loading the model
+        if when == "loading":  # torch is being imported or the model loaded: main() is running by then
+            maps = Path(f"/proc/{process.pid}/maps")
+            while "libtorch" not in maps.read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
         else:
             while (not records.exists() or len(records.read_text().splitlines()) < 30) and time.monotonic() < deadline:
                 assert process.poll() is None, process.stderr.read()

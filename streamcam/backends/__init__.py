@@ -16,14 +16,15 @@ def is_onnx_file(model: object) -> bool:
 
 
 def choose_backend(name: str, onnx_file: bool) -> str:
-    """Resolve a backend name. "auto": onnxruntime for an .onnx graph, torch otherwise."""
+    """Validate a backend name; an .onnx graph runs on onnxruntime (whether asked or "auto").
+
+    For a PyTorch model "auto" stays "auto": the Explainer picks an engine per method.
+    """
     if name not in BACKENDS:
         raise InputError(f"unknown backend '{name}': choose one of {', '.join(BACKENDS)}")
     if onnx_file and name == "torch":
         raise InputError("an .onnx graph runs on --backend onnxruntime (or auto), not torch")
-    if name == "auto":
-        return "onnxruntime" if onnx_file else "torch"
-    return name
+    return "onnxruntime" if onnx_file else name
 
 
 __all__ = ["BACKENDS", "ForwardResult", "OnnxBackend", "TorchBackend", "choose_backend", "is_onnx_file"]

@@ -21,7 +21,7 @@ from ..controls import LiveControls
 from ..errors import InputError
 from ..explainer import Explainer
 from ..interrupts import frame_being_written
-from ..sinks import open_routes
+from ..sinks import Sink, WindowSink, open_routes
 from ..sources import Source, open_sources
 from ..types import AnnotatedFrame
 from .batcher import Muxer
@@ -139,58 +139,71 @@ def run(source: Any = None, output: str | Path | None = None, **options: Any) ->
 
 
 def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSummary:
-    """Run one validated configuration."""
-    if explainer is None:
-        explainer = Explainer(
-            model=config.model,
-            method=config.method,
-            layer=config.layer,
-            labels=config.labels,
-            device=config.device,
-            top_k=config.top_k,
-            backend=config.backend,
-            weights=config.weights,
-            target_class=config.target_class,
-            layers=config.layers,
-            box_threshold=config.box_threshold,
-            precision=config.precision,
-        )
+    """Run one validated configuration: a bad input, model or output fails before the (first-run)
+    export of the model for onnxruntime, which may take seconds."""
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(s) for s in open_sources(config.inputs, config.webcams)]
+        explainer = explainer or _build_explainer(config)  # checks the model, layer, method, class
+        routes = open_routes(config, [s.info for s in sources])
+        for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
+            stack.enter_context(sink)
+        explainer.prepare()  # the first run of a model exports it for onnxruntime: after every check
+        return _run(config, explainer, sources, routes, stack)
+
+
+def _build_explainer(config: RunConfig) -> Explainer:
+    return Explainer(
+        model=config.model,
+        method=config.method,
+        layer=config.layer,
+        labels=config.labels,
+        device=config.device,
+        top_k=config.top_k,
+        backend=config.backend,
+        weights=config.weights,
+        target_class=config.target_class,
+        layers=config.layers,
+        box_threshold=config.box_threshold,
+        precision=config.precision,
+    )
+
+
+def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes: dict[str, list[Sink]],
+         stack: contextlib.ExitStack) -> RunSummary:
+    """Drain the pipeline into each source's sinks; the caller's ``stack`` closes everything."""
     started = time.monotonic()
     counts: dict[str, int] = {}
     dropped: dict[str, int] = {}
     stopped_by_user = False
-    with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(s) for s in open_sources(config.inputs, config.webcams)]
-        controls = live_controls(explainer)
-        routes = open_routes(config, [s.info for s in sources], controls)
-        for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
-            stack.enter_context(sink)
-        if not any(routes.values()):
-            log.warning("no display and no output: frames are explained but neither shown nor saved")
-        bar = stack.enter_context(_progress(sources, config.progress))
-        stream = annotate(sources, explainer, config.batch, config.view, controls)
-        stack.enter_context(contextlib.closing(stream))
-        for item in stream:
-            source_id = item.frame.source_id
-            sinks = routes[source_id]
-            with frame_being_written():  # a Ctrl-C waits until every sink has this frame
-                for sink in sinks:
-                    sink.write(item)
-            counts[source_id] = counts.get(source_id, 0) + 1
-            dropped[source_id] = item.dropped
-            if bar is not None:
-                bar.update(1)
-            if any(sink.stop_requested for sink in sinks):
-                stopped_by_user = True
-                break
-        problems = tuple(p for s in sources for p in s.problems)
+    controls = live_controls(explainer)
+    for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
+        if isinstance(sink, WindowSink):
+            sink.controls = controls  # its m / c / l keys
+    if not any(routes.values()):
+        log.warning("no display and no output: frames are explained but neither shown nor saved")
+    bar = stack.enter_context(_progress(sources, config.progress))
+    stream = annotate(sources, explainer, config.batch, config.view, controls)
+    stack.enter_context(contextlib.closing(stream))
+    for item in stream:
+        source_id = item.frame.source_id
+        sinks = routes[source_id]
+        with frame_being_written():  # a Ctrl-C waits until every sink has this frame
+            for sink in sinks:
+                sink.write(item)
+        counts[source_id] = counts.get(source_id, 0) + 1
+        dropped[source_id] = item.dropped
+        if bar is not None:
+            bar.update(1)
+        if any(sink.stop_requested for sink in sinks):
+            stopped_by_user = True
+            break
     return RunSummary(
         frames=sum(counts.values()),
         dropped=sum(dropped.values()),
         seconds=time.monotonic() - started,
         outputs=tuple(dict.fromkeys(str(p) for sinks in routes.values() for sink in sinks for p in sink.outputs)),
         stopped_by_user=stopped_by_user,
-        problems=problems,
+        problems=tuple(p for s in sources for p in s.problems),
         frames_by_source=counts,
     )
 

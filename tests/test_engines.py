@@ -1,0 +1,162 @@
+"""--backend auto: the fastest engine per method, a cached export, the same results either way."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import streamcam
+import streamcam.cache
+from streamcam.cache import cache_dir, cached_graph
+from streamcam.config import ViewOptions
+from streamcam.engine import annotate
+from streamcam.engine.pipeline import live_controls
+
+from conftest import make_pan_video
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from streamcam.demo import photo
+
+    return [photo("chelsea"), photo("coffee")]
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("STREAMCAM_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
+
+
+def test_auto_serves_each_method_from_the_fastest_engine():
+    ex = streamcam.Explainer(device="cpu")  # by name, on the CPU: both engines
+    assert set(ex.engines) == {"torch"}  # the graph comes with prepare() or the first call
+    assert set(ex.prepare().engines) == {"torch", "onnxruntime"}
+    expected = {"cam": "onnxruntime", "eigencam": "onnxruntime", "gradcam": "onnxruntime", "layercam": "onnxruntime",
+                "guided-backprop": "torch", "guided-gradcam": "torch"}
+    for method, engine in expected.items():
+        ex.set_method(method)
+        assert ex.engine == engine, method
+    ex.set_method("gradcam")
+    assert ex.engine_for(ex.method, ["blocks.4"]) == "torch"  # the grid needs gradients elsewhere
+    other_layer = streamcam.Explainer(device="cpu", method="gradcam", layer="blocks.5")
+    assert other_layer.engine == "torch"  # gradients through other layers: torch
+    module = streamcam.Explainer(model=ex.model, device="cpu")  # a live nn.Module: torch only
+    assert set(module.prepare().engines) == {"torch"}
+    assert set(streamcam.Explainer(device="cpu", backend="torch").prepare().engines) == {"torch"}
+
+
+def test_switching_engines_never_changes_results(photos):
+    auto = streamcam.Explainer(device="cpu", top_k=3)
+    torch_only = streamcam.Explainer(device="cpu", top_k=3, backend="torch")
+    for method in ("cam", "gradcam", "eigencam"):
+        auto.set_method(method)
+        torch_only.set_method(method)
+        a, b = auto(photos), torch_only(photos)
+        assert (a.engine, b.engine) == ("onnxruntime", "torch")
+        assert a.labels == b.labels, method
+        assert torch.allclose(a.scores, b.scores, atol=1e-4), method
+        assert all(correlation(a.maps[i, j], b.maps[i, j]) >= 0.999 for i in range(2) for j in range(3)), method
+
+
+def test_the_export_is_cached_and_reused(fresh_cache, monkeypatch, photos):
+    started = time.monotonic()
+    first = streamcam.Explainer(device="cpu").prepare()
+    first_s = time.monotonic() - started
+    graphs = list((fresh_cache / "graphs").glob("*.onnx"))
+    assert len(graphs) == 1 and cache_dir() == fresh_cache
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(streamcam.cache, "export_onnx", no_export)
+    started = time.monotonic()
+    second = streamcam.Explainer(device="cpu").prepare()
+    assert time.monotonic() - started < first_s
+    assert second(photos).labels == first(photos).labels
+    # a different setting is another entry
+    monkeypatch.undo()
+    monkeypatch.setenv("STREAMCAM_CACHE_DIR", str(fresh_cache))
+    streamcam.Explainer(device="cpu", top_k=2).prepare()
+    assert len(list((fresh_cache / "graphs").glob("*.onnx"))) == 2
+
+
+def test_a_corrupt_or_stale_entry_is_rebuilt(fresh_cache, caplog):
+    loaded = streamcam.load_model("resnet18", weights="random")
+    path = cached_graph(loaded, "layer4", 1)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # corrupt
+    again = cached_graph(loaded, "layer4", 1)
+    assert again == path and "corrupt" in caplog.text
+    onnx.checker.check_model(onnx.load(str(path)))
+    # stale: an entry whose stored key does not match (as if made by another version)
+    proto = onnx.load(str(path))
+    for prop in proto.metadata_props:
+        if prop.key == streamcam.cache.KEY_PROP:
+            prop.value = prop.value.replace('"streamcam"', '"streamcam-old"')
+    onnx.save(proto, str(path))
+    caplog.clear()
+    cached_graph(loaded, "layer4", 1)
+    assert "another model, version or setting" in caplog.text
+    assert not list((fresh_cache / "graphs").glob("*.tmp"))  # no temporary file left behind
+
+
+def test_concurrent_runs_do_not_corrupt_the_cache(fresh_cache):
+    script = ("import torch, streamcam; from streamcam.cache import cached_graph; torch.manual_seed(0); "
+              "print(cached_graph(streamcam.load_model('resnet18', weights='random'), 'layer4', 1))")
+    env = dict(os.environ, STREAMCAM_CACHE_DIR=str(fresh_cache))
+    processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    paths = {out.strip() for out, _ in outputs}
+    assert len(paths) == 1
+    onnx.checker.check_model(onnx.load(paths.pop()))
+    assert not list((fresh_cache / "graphs").glob("*.tmp"))
+
+
+def test_records_and_hud_name_the_engine(tmp_path, capsys):
+    from streamcam.cli import main
+
+    clip = make_pan_video(tmp_path / "in.mp4", count=4)
+    for backend in ("auto", "torch"):
+        records = tmp_path / f"{backend}.jsonl"
+        assert main([str(clip), "--json", str(records), "--backend", backend, "--no-display"]) == 0
+        engines = {json.loads(line)["engine"] for line in records.read_text().splitlines()}
+        assert engines == {"onnxruntime" if backend == "auto" else "torch"}
+    capsys.readouterr()
+    from streamcam.render import draw_hud
+
+    image = np.zeros((120, 400, 3), np.uint8)
+    draw_hud(image, 30.0, 0.02, 0, "cam | onnxruntime")
+    assert image.any()
+
+
+def test_live_method_switching_moves_between_engines_without_dropping(tmp_path):
+    ex = streamcam.Explainer(device="cpu")
+    controls = live_controls(ex)
+    clip = make_pan_video(tmp_path / "in.mp4", count=48, size=(160, 120))
+    engines_seen = []
+    with streamcam.open_source([clip]) as source:
+        for item in annotate(source, ex, batch=2, view=ViewOptions(), controls=controls):
+            engines_seen.append((item.frame.index, item.method, item.engine))
+            if item.frame.index in (8, 20, 32):
+                controls.methods = ["cam", "guided-backprop", "eigencam"]
+                controls.press("m")
+    assert [index for index, _, _ in engines_seen] == list(range(48))  # nothing lost
+    pairs = {(method, engine) for _, method, engine in engines_seen}
+    assert {("cam", "onnxruntime"), ("guided-backprop", "torch"), ("eigencam", "onnxruntime")} <= pairs
