@@ -18,6 +18,10 @@
 1e. Live: batch-1 Grad-CAM latency from capture to render on a 30 fps live source,
    in frame intervals, and N live 1280x720 30 fps streams explained at once
    (``--streams``): the fps each one gets and what it drops.
+1f. Defaults (issue 8): ``streamcam in.mp4 -o out.mp4`` with every default (backend
+   auto) against the plain torch forward pass at batch 8 alone, on a 640x360 and
+   a 1280x720 clip; and start-up: building the default Explainer with an empty
+   cache (the one-time export), with a warm cache, and on torch alone.
 2. End to end: fps of the pipeline (``streamcam in.mp4 -o out.mp4``) vs a naive
    one-frame-at-a-time read -> explain -> overlay -> write loop, on the same clip,
    written two ways: with plain torch + OpenCV as a user would without streamcam
@@ -26,7 +30,7 @@
    which isolates what the threads and batching add.
 
     python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200] [--streams 8]
-        [--sections throughput,methods,backends,stages,live,e2e]
+        [--sections throughput,methods,backends,stages,live,defaults,e2e]
 """
 
 from __future__ import annotations
@@ -301,6 +305,60 @@ def live_latency(ex: streamcam.Explainer, streams: int, seconds: float) -> None:
           f"dropped in all")
 
 
+def defaults(rounds: int, seconds: float, frames: int, sizes: list[tuple[int, int]]) -> None:
+    """The default run (auto engine) vs the plain torch forward pass; start-up with and without the cache."""
+    import os
+
+    cold_folder = tempfile.TemporaryDirectory()
+    previous = os.environ.get("STREAMCAM_CACHE_DIR")
+    os.environ["STREAMCAM_CACHE_DIR"] = cold_folder.name
+    try:
+        started = time.perf_counter()
+        auto = streamcam.Explainer(device="cpu").prepare()
+        cold = time.perf_counter() - started
+        warm = statistics.median(_build_seconds(dict(device="cpu")) for _ in range(3))
+        torch_only = statistics.median(_build_seconds(dict(device="cpu", backend="torch")) for _ in range(3))
+        reference = streamcam.Explainer(device="cpu", backend="torch")
+        x = reference.preprocess([photo("chelsea")] * 8)
+
+        def plain() -> None:
+            with torch.inference_mode():
+                reference.model(x)
+
+        print(f"\n## Defaults: `streamcam in.mp4 -o out.mp4` (backend auto, engine {auto.engine}) "
+              f"vs the plain torch forward pass at batch 8\n")
+        print("| clip | torch forward b8 images/s | streamcam defaults fps | ratio |")
+        print("|---|---|---|---|")
+        with tempfile.TemporaryDirectory() as folder:
+            for size in sizes:
+                clip = Path(folder) / f"clip_{size[0]}x{size[1]}.mp4"
+                write_clip(clip, (f for f, _ in pan_frames(photo("chelsea"), size, frames)), 30.0)
+                out = Path(folder) / "out.mp4"
+
+                def default_run() -> float:
+                    summary = streamcam.run(clip, out, display=False, overwrite=True, explainer=auto)
+                    return summary.frames / summary.seconds
+
+                result = interleaved({"forward": lambda: rate(plain, 8, seconds, lambda: None),
+                                      "defaults": default_run}, rounds)
+                print(f"| {size[0]}x{size[1]} | {result['forward']:.1f} | {result['defaults']:.1f} "
+                      f"| {result['defaults'] / result['forward']:.2f}x |")
+        print(f"\nStart-up (building the default Explainer, model loaded and engines ready): first run with an "
+              f"empty cache {cold:.1f} s (the export), later runs {warm:.1f} s; torch alone {torch_only:.1f} s.")
+    finally:
+        if previous is None:
+            os.environ.pop("STREAMCAM_CACHE_DIR", None)
+        else:
+            os.environ["STREAMCAM_CACHE_DIR"] = previous
+        cold_folder.cleanup()
+
+
+def _build_seconds(options: dict) -> float:
+    started = time.perf_counter()
+    streamcam.Explainer(**options).prepare()
+    return time.perf_counter() - started
+
+
 def pytorch_grad_cam_methods(ex: streamcam.Explainer) -> dict[str, Callable]:
     try:
         from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
@@ -405,13 +463,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="640x360,1280x720", help="clips of the e2e section")
     parser.add_argument("--stage-sizes", default="640x272,1280x720", help="clips of the stages section")
     parser.add_argument("--weights", default=None, help="for --model: a file, or 'random'")
-    parser.add_argument("--sections", default="throughput,methods,backends,stages,live,e2e")
+    parser.add_argument("--sections", default="throughput,methods,backends,stages,live,defaults,e2e")
     parser.add_argument("--streams", type=int, default=8, help="live streams at once in the live section")
     parser.add_argument("--live-seconds", type=float, default=10.0)
     args = parser.parse_args()
     sections = args.sections.split(",")
 
-    ex = streamcam.Explainer(model=args.model, device=args.device, weights=args.weights)
+    ex = streamcam.Explainer(model=args.model, device=args.device, weights=args.weights, backend="torch")
     device = torch.cuda.get_device_name(ex.device) if ex.device.type == "cuda" else platform.processor() or "cpu"
     print("# streamcam benchmark\n")
     print(f"- device: {ex.device} ({device}), {torch.get_num_threads()} torch threads")
@@ -429,6 +487,8 @@ def main() -> None:
         stage_times(ex, args.rounds, args.seconds, args.frames, sizes, args.batch)
     if "live" in sections:
         live_latency(ex, args.streams, args.live_seconds)
+    if "defaults" in sections:
+        defaults(args.rounds, args.seconds, args.frames, [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")])
     if "e2e" in sections:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         end_to_end(ex, args.rounds, args.frames, sizes, args.batch)

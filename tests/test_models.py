@@ -121,8 +121,8 @@ def test_state_dict_file_loads_into_the_named_architecture(tmp_path, cat):
     torch.save({"state_dict": source.state_dict()}, path)
     ex = streamcam.Explainer(model="resnet18", weights=path, device="cpu")
     x = ex.preprocess([cat])
-    with torch.no_grad():
-        assert torch.equal(ex.model(x), source(x))
+    with torch.no_grad():  # the same weights (the explainer's copy runs channels-last: not bit-identical)
+        assert torch.allclose(ex.model(x), source(x), atol=1e-5)
 
 
 def test_whole_saved_model_file(tmp_path, cat):
