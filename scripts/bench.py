@@ -63,6 +63,19 @@ def interleaved(candidates: dict[str, Callable[[], float]], rounds: int) -> dict
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+def make_clip(folder: str | Path, size: tuple[int, int], frames: int) -> Path:
+    """A clip of the cat photo panning across a grey background, 30 fps."""
+    clip = Path(folder) / f"clip_{size[0]}x{size[1]}.mp4"
+    write_clip(clip, (f for f, _ in pan_frames(photo("chelsea"), size, frames)), 30.0)
+    return clip
+
+
+def pipeline_fps(explainer: streamcam.Explainer, clip: Path, out: Path, batch: int = 8) -> float:
+    """Frames per second of ``streamcam clip -o out`` with this explainer."""
+    summary = streamcam.run(clip, out, display=False, batch=batch, overwrite=True, explainer=explainer)
+    return summary.frames / summary.seconds
+
+
 def rate(work: Callable[[], None], items: int, seconds: float, sync: Callable[[], None]) -> float:
     """Items per second of ``work``, repeated for about ``seconds`` after one warm-up."""
     work()
@@ -200,8 +213,7 @@ def stage_times(ex: streamcam.Explainer, rounds: int, seconds: float, frames: in
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:
-            clip = Path(folder) / f"clip_{size[0]}x{size[1]}.mp4"
-            write_clip(clip, (f for f, _ in pan_frames(photo("chelsea"), size, frames)), 30.0)
+            clip = make_clip(folder, size, frames)
             images = []
             capture = cv2.VideoCapture(str(clip))
             while (got := capture.read())[0]:
@@ -242,15 +254,9 @@ def stage_times(ex: streamcam.Explainer, rounds: int, seconds: float, frames: in
             def explain() -> float:
                 return rate(lambda: ex.explain_tensor(ex.preprocess(images[:batch])), batch, seconds, sync)
 
-            def pipeline(explainer: streamcam.Explainer) -> Callable[[], float]:
-                def measure() -> float:
-                    summary = streamcam.run(clip, out, display=False, batch=batch, overwrite=True, explainer=explainer)
-                    return summary.frames / summary.seconds
-
-                return measure
-
             result = interleaved({"decode": decode, "encode": encode, "render": render, "forward": forward,
-                                  "explain": explain, "torch": pipeline(ex), "onnxruntime": pipeline(graph)}, rounds)
+                                  "explain": explain, "torch": lambda: pipeline_fps(ex, clip, out, batch),
+                                  "onnxruntime": lambda: pipeline_fps(graph, clip, out, batch)}, rounds)
             limit = min(result["decode"], result["forward"], result["encode"])
             ms = {k: 1000 / result[k] for k in ("decode", "explain", "render", "encode")}
             print(f"| {size[0]}x{size[1]} | {ms['decode']:.1f} | {ms['explain']:.1f} | {ms['render']:.1f} "
@@ -331,16 +337,9 @@ def defaults(rounds: int, seconds: float, frames: int, sizes: list[tuple[int, in
         print("|---|---|---|---|")
         with tempfile.TemporaryDirectory() as folder:
             for size in sizes:
-                clip = Path(folder) / f"clip_{size[0]}x{size[1]}.mp4"
-                write_clip(clip, (f for f, _ in pan_frames(photo("chelsea"), size, frames)), 30.0)
-                out = Path(folder) / "out.mp4"
-
-                def default_run() -> float:
-                    summary = streamcam.run(clip, out, display=False, overwrite=True, explainer=auto)
-                    return summary.frames / summary.seconds
-
+                clip, out = make_clip(folder, size, frames), Path(folder) / "out.mp4"
                 result = interleaved({"forward": lambda: rate(plain, 8, seconds, lambda: None),
-                                      "defaults": default_run}, rounds)
+                                      "defaults": lambda: pipeline_fps(auto, clip, out)}, rounds)
                 print(f"| {size[0]}x{size[1]} | {result['forward']:.1f} | {result['defaults']:.1f} "
                       f"| {result['defaults'] / result['forward']:.2f}x |")
         print(f"\nStart-up (building the default Explainer, model loaded and engines ready): first run with an "
@@ -429,13 +428,7 @@ def end_to_end(ex: streamcam.Explainer, rounds: int, frames: int, sizes: list[tu
     ours = explain_with_streamcam(ex)
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:
-            clip = Path(folder) / f"clip_{size[0]}x{size[1]}.mp4"
-            write_clip(clip, (f for f, _ in pan_frames(photo("chelsea"), size, frames)), 30.0)
-            out = Path(folder) / "out.mp4"
-
-            def pipeline() -> float:
-                summary = streamcam.run(clip, out, display=False, batch=batch, overwrite=True, explainer=ex)
-                return summary.frames / summary.seconds
+            clip, out = make_clip(folder, size, frames), Path(folder) / "out.mp4"
 
             def naive(explain: Callable) -> Callable[[], float]:
                 def measure() -> float:
@@ -445,7 +438,8 @@ def end_to_end(ex: streamcam.Explainer, rounds: int, frames: int, sizes: list[tu
 
                 return measure
 
-            result = interleaved({"plain": naive(plain), "explainer": naive(ours), "pipeline": pipeline}, rounds)
+            result = interleaved({"plain": naive(plain), "explainer": naive(ours),
+                                  "pipeline": lambda: pipeline_fps(ex, clip, out, batch)}, rounds)
             print(
                 f"| {size[0]}x{size[1]} | {result['plain']:.1f} | {result['explainer']:.1f} | {result['pipeline']:.1f} "
                 f"| {result['pipeline'] / result['plain']:.2f}x | {result['pipeline'] / result['explainer']:.2f}x |"
