@@ -57,7 +57,7 @@ class OnnxBackend:
         # Waiting threads sleep instead of spinning: the pipeline's other threads need those cores
         # (measured on 2 cores: 57 -> 74 fps end to end at 1280x720).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=providers)
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         self.outputs = [o.name for o in self.session.get_outputs()]
         self._output_types = {o.name: (_TORCH_DTYPES[o.type], o.shape) for o in self.session.get_outputs()}
         log.debug("onnxruntime providers: %s", self.session.get_providers())
