@@ -22,6 +22,10 @@
    auto) against the plain torch forward pass at batch 8 alone, on a 640x360 and
    a 1280x720 clip; and start-up: building the default Explainer with an empty
    cache (the one-time export), with a warm cache, and on torch alone.
+1g. Compile (issue 7): CAM on the torch engine eager vs ``--compile``
+   (torch.compile; CUDA graphs on a GPU) at batch 1 and 8, the time the first call
+   of each batch shape takes (the compile), and the pipeline on a 640x360 clip
+   with and without it.
 2. End to end: fps of the pipeline (``streamcam in.mp4 -o out.mp4``) vs a naive
    one-frame-at-a-time read -> explain -> overlay -> write loop, on the same clip,
    written two ways: with plain torch + OpenCV as a user would without streamcam
@@ -30,7 +34,7 @@
    which isolates what the threads and batching add.
 
     python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200] [--streams 8]
-        [--sections throughput,methods,backends,stages,live,defaults,e2e]
+        [--sections throughput,methods,backends,stages,live,defaults,compile,e2e]
 """
 
 from __future__ import annotations
@@ -439,6 +443,35 @@ def explain_with_plain_torch(name: str, device: torch.device) -> Callable:
     return explain
 
 
+def compiled_vs_eager(ex: streamcam.Explainer, rounds: int, seconds: float, frames: int) -> None:
+    """CAM on the torch engine, eager vs --compile; the first call per shape pays the compile."""
+    sync = torch.cuda.synchronize if ex.device.type == "cuda" else (lambda: None)
+    compiled = streamcam.Explainer(model=ex.model, device=ex.device, backend="torch", compile=True)
+    batches = {b: ex.preprocess([photo("chelsea")] * b) for b in (1, 8)}
+    first_call = {}
+    for b, x in batches.items():
+        started = time.perf_counter()
+        compiled.explain_tensor(x)
+        sync()
+        first_call[b] = time.perf_counter() - started
+    print(f"\n## Compile: CAM on torch, eager vs --compile ({compiled.engines['torch'].compiled.mode} mode)\n")
+    print("| batch | eager images/s | compiled images/s | compiled / eager | first call (compiles) |")
+    print("|---|---|---|---|---|")
+    for b, x in batches.items():
+        result = interleaved({"eager": lambda: rate(lambda: ex.explain_tensor(x), b, seconds, sync),
+                              "compiled": lambda: rate(lambda: compiled.explain_tensor(x), b, seconds, sync)}, rounds)
+        print(f"| {b} | {result['eager']:.1f} | {result['compiled']:.1f} | {result['compiled'] / result['eager']:.2f}x "
+              f"| {first_call[b]:.1f} s |")
+    with tempfile.TemporaryDirectory() as folder:
+        clip, out = make_clip(folder, (640, 360), frames), Path(folder) / "out.mp4"
+        pipeline_fps(compiled, clip, out)  # compiles the partial last batch's shape too
+        result = interleaved({"eager": lambda: pipeline_fps(ex, clip, out),
+                              "compiled": lambda: pipeline_fps(compiled, clip, out)}, rounds)
+    print(f"\nPipeline on a 640x360 clip, torch engine, batch 8: eager {result['eager']:.1f} fps, "
+          f"compiled {result['compiled']:.1f} fps ({result['compiled'] / result['eager']:.2f}x).")
+    compiled.engines["torch"].compiled.close()
+
+
 def end_to_end(ex: streamcam.Explainer, rounds: int, frames: int, sizes: list[tuple[int, int]], batch: int) -> None:
     print(f"\n## End to end: `streamcam in.mp4 -o out.mp4` vs naive loops ({frames} frames, pipeline batch {batch})\n")
     print("| clip | naive loop, plain torch | naive loop, streamcam.Explainer | streamcam pipeline | vs plain | vs Explainer |")
@@ -476,7 +509,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="640x360,1280x720", help="clips of the e2e section")
     parser.add_argument("--stage-sizes", default="640x272,1280x720", help="clips of the stages section")
     parser.add_argument("--weights", default=None, help="for --model: a file, or 'random'")
-    parser.add_argument("--sections", default="throughput,methods,backends,stages,live,defaults,e2e")
+    parser.add_argument("--sections", default="throughput,methods,backends,stages,live,defaults,compile,e2e")
     parser.add_argument("--streams", type=int, default=8, help="live streams at once in the live section")
     parser.add_argument("--live-seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -502,6 +535,8 @@ def main() -> None:
         live_latency(ex, args.streams, args.live_seconds)
     if "defaults" in sections:
         defaults(args.rounds, args.seconds, args.frames, [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")])
+    if "compile" in sections:
+        compiled_vs_eager(ex, args.rounds, args.seconds, args.frames)
     if "e2e" in sections:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         end_to_end(ex, args.rounds, args.frames, sizes, args.batch)

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--batch", type=int, default=8, help="frames per inference batch (default 8)")
     model.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                        help="the model's forward pass (autocast); maps are computed in fp32 (default fp32)")
+    model.add_argument("--compile", action="store_true",
+                       help="torch engine: compile the forward pass (torch.compile; CUDA graphs on a GPU); "
+                            "each batch size compiles once, on first use")
     model.add_argument("--top-k", type=int, default=1, help="explain the K most likely classes (default 1)")
     model.add_argument("--class", dest="target_class", metavar="NAME|ID", help="explain this class instead of the top ones")
     view = parser.add_argument_group("view")
@@ -148,6 +151,7 @@ def _run(args: argparse.Namespace) -> int:
             backend=args.backend,
             batch=args.batch,
             precision=args.precision,
+            compile=args.compile,
             top_k=args.top_k,
             target_class=args.target_class,
             alpha=args.alpha,

@@ -45,6 +45,7 @@ class RunConfig:
     backend: str = "auto"
     batch: int = 8
     precision: str = "fp32"  # the model's forward pass: fp32, fp16 or bf16 (autocast); maps stay fp32
+    compile: bool = False  # torch engine: forward passes without gradients through torch.compile
     top_k: int = 1
     target_class: str | int | None = None  # explain this class instead of the top ones
     alpha: float = 0.5

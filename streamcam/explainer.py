@@ -43,11 +43,13 @@ class Explainer:
         layers: str | Sequence[str] | None = None,
         box_threshold: float = DEFAULT_BOX_THRESHOLD,
         precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
         self.precision = precision
+        self.compile = compile
         method_instance = make_method(method)
         onnx_file = is_onnx_file(model)
         self.backend_name = choose_backend(backend, onnx_file)  # what was asked: auto, torch or onnxruntime
@@ -70,6 +72,9 @@ class Explainer:
         self.box_threshold = box_threshold
         self.preprocess = Preprocessor(self.input_size, mean, std, self.device)
         self._fallback = GradCAM()
+        if compile and "torch" not in self._engine_names:
+            raise InputError("--compile compiles the torch engine: it does nothing with --backend onnxruntime "
+                             "or an .onnx model")
         if "onnxruntime" in self._engine_names and self.precision == "bf16":
             raise InputError("onnxruntime runs fp32 or fp16 graphs: use --precision fp16, or --backend torch")
 
@@ -100,7 +105,7 @@ class Explainer:
             else None
         )
         if self.backend_name != "onnxruntime":
-            self.engines["torch"] = TorchBackend(self.model, self.precision)
+            self.engines["torch"] = TorchBackend(self.model, self.precision, compile=self.compile)
         onnx_too = self.backend_name == "onnxruntime" or (self.backend_name == "auto" and self._auto_wants_onnx(model))
         self._engine_names = [*self.engines, *(["onnxruntime"] if onnx_too else [])]
         self._loaded = loaded if onnx_too else None  # exported (or found in the cache) by prepare()

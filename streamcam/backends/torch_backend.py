@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .compiled import CompiledForward
 from .hooks import capture_outputs, guided_activations
 
 
@@ -33,9 +34,11 @@ class TorchBackend:
     name = "torch"
     supports_gradients = True
 
-    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
+    def __init__(self, model: nn.Module, precision: str = "fp32", compile: bool = False) -> None:
         self.model = model
         self.autocast_dtype = PRECISIONS[precision]
+        # --compile: the forward passes that need no gradients run compiled (see compiled.py).
+        self.compiled = CompiledForward(model, next(model.parameters()).device) if compile else None
 
     def _autocast(self, device: torch.device):
         """The model's own layers in the chosen precision; the caller does its maths in fp32."""
@@ -50,6 +53,10 @@ class TorchBackend:
         :func:`capture_outputs`): a backward pass then costs about what the part
         of the network after that layer costs, not a whole second pass.
         """
+        if self.compiled is not None and not track_gradients:
+            with torch.inference_mode(), self._autocast(x.device):
+                logits, features = self.compiled(x, layers)
+            return ForwardResult(logits=logits, features=features)
         mode = torch.no_grad() if track_gradients else torch.inference_mode()
         with mode, self._autocast(x.device), capture_outputs(self.model, layers, track_gradients) as captured:
             logits = self.model(x)

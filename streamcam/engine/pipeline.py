@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # The run() options that build an Explainer (and so cannot go with explainer=).
 EXPLAINER_OPTIONS = frozenset({"model", "weights", "labels", "layer", "layers", "method", "device", "backend",
-                               "top_k", "target_class", "precision"})
+                               "top_k", "target_class", "precision", "compile"})
 # Files: wait this long for a batch to fill; live sources never wait.
 FILE_BATCH_DEADLINE_S = 0.05
 JOIN_TIMEOUT_S = 2.0
@@ -165,6 +165,7 @@ def _build_explainer(config: RunConfig) -> Explainer:
         layers=config.layers,
         box_threshold=config.box_threshold,
         precision=config.precision,
+        compile=config.compile,
     )
 
 
