@@ -341,8 +341,8 @@ def defaults(rounds: int, seconds: float, frames: int, sizes: list[tuple[int, in
         # Two torch baselines: the model as loaded (NCHW, what a user's own loop runs) and the
         # channels-last copy streamcam's torch engine runs on the CPU (faster, so the stricter one).
         as_loaded = streamcam.load_model(streamcam.DEFAULT_MODEL).module.eval()
-        channels_last = streamcam.Explainer(device="cpu", backend="torch").model
-        x = streamcam.Explainer(device="cpu", backend="torch").preprocess([photo("chelsea")] * 8)
+        reference = streamcam.Explainer(device="cpu", backend="torch")
+        channels_last, x = reference.model, reference.preprocess([photo("chelsea")] * 8)
 
         def forward(model: torch.nn.Module, batch: torch.Tensor) -> Callable[[], float]:
             def run() -> None:

@@ -10,14 +10,10 @@ which need fixed shapes, replay for the partial batches too.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
-
 
 class LayerTap(nn.Module):
     """``model(x)`` plus the outputs of the named layers: ``(logits, (A_1, A_2, ...))``.
