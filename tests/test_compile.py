@@ -17,6 +17,7 @@ from streamcam.cli import main
 # Inductor compiles C++ on the CPU: without a compiler there is nothing to test.
 needs_compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
                                     reason="torch.compile on the CPU needs a C++ compiler")
+pytestmark = pytest.mark.compiles
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
