@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
-from .export import DEFAULT_OPSET, export_onnx
+from .export import DEFAULT_OPSET, write_graph
+from .interrupts import scratch
 from .models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamcam"
 
 
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` for its owner only (and its parent, if missing), or make it so if it is ours.
+
+    Cached graphs are used without a second look at who wrote them (their key is
+    checked, not their author): nobody else may put one there.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.mkdir(exist_ok=True, mode=0o700)
+    status = folder.stat()
+    if hasattr(os, "getuid") and status.st_uid != os.getuid():
+        raise InputError(f"the cache folder {folder} belongs to another user: set {CACHE_ENV} to a folder of yours")
+    if status.st_mode & 0o077:
+        os.chmod(folder, 0o700)
+
+
 def weights_digest(module: torch.nn.Module) -> str:
     """sha256 of every parameter and buffer, names and bytes, in order."""
     digest = hashlib.sha256()
@@ -65,6 +81,10 @@ def cached_graph(loaded: LoadedModel, layer: str, top_k: int, fp16: bool = False
     key = _key(loaded, layer, top_k, fp16, opset)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_dir() / "graphs"
+    try:
+        private_folder(folder)  # before an entry is trusted
+    except OSError as error:
+        raise _unwritable(folder, error) from error
     path = folder / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', loaded.name)[-40:]}-{digest}.onnx"
     if path.exists():
         problem = _entry_problem(path, key)
@@ -73,22 +93,27 @@ def cached_graph(loaded: LoadedModel, layer: str, top_k: int, fp16: bool = False
             return path
         log.warning("rebuilding the cached graph %s: %s", path.name, problem)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=folder)
         os.close(handle)
     except OSError as error:
-        raise InputError(f"cannot write to the cache folder {folder} ({error.strerror or error}); "
-                         f"set {CACHE_ENV} to a writable folder, or use --backend torch") from error
+        raise _unwritable(folder, error) from error
     started = time.monotonic()
+    log.info("exporting %s for onnxruntime (once; later runs start from the cache)...", loaded.name)
     try:
-        export_onnx(temporary, loaded=loaded, layer=layer, top_k=top_k, fp16=fp16, opset=opset,
-                    extra_metadata={KEY_PROP: json.dumps(key, sort_keys=True)})
-        os.replace(temporary, path)  # atomic: readers see the old entry or the whole new one
+        with scratch(Path(temporary)):
+            write_graph(Path(temporary), loaded, layer=layer, top_k=top_k, fp16=fp16, opset=opset,
+                        extra_metadata={KEY_PROP: json.dumps(key, sort_keys=True)})
+            os.replace(temporary, path)  # atomic: readers see the old entry or the whole new one
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     log.info("exported %s for onnxruntime in %.1f s, cached as %s", loaded.name, time.monotonic() - started, path)
     return path
+
+
+def _unwritable(folder: Path, error: OSError) -> InputError:
+    return InputError(f"cannot write to the cache folder {folder} ({error.strerror or error}); "
+                      f"set {CACHE_ENV} to a writable folder, or use --backend torch")
 
 
 def _key(loaded: LoadedModel, layer: str, top_k: int, fp16: bool, opset: int) -> dict[str, object]:

@@ -1,21 +1,25 @@
 """The command line: argv -> RunConfig -> run(); errors -> one line and an exit code.
 
-Exit codes: 0 done, 1 runtime failure, 2 bad usage or input, 130 Ctrl-C, 143 SIGTERM.
-No pipeline logic lives here.
+Exit codes: 0 done (also when the reader of ``--json -`` goes away), 1 runtime
+failure, 2 bad usage or input, 128 + N for signal N (130 Ctrl-C, 143 SIGTERM,
+129 SIGHUP). No pipeline logic lives here.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 
-from .interrupts import Terminated
-from .interrupts import install as install_signal_handlers
+from . import interrupts
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = interrupts.exit_code(2), interrupts.exit_code(15)
+TRUST_HELP = ("load a whole pickled model (torch.save(model)) given as --model or --weights: unpickling runs "
+              "any code the file holds, so only for files from a source you trust")
 log = logging.getLogger("streamcam")
 
 
@@ -41,11 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="explain a built-in clip (made from real photos) and write streamcam-demo.mp4")
     parser.add_argument("-o", "--output", help="annotated video file (.mp4, .avi, ...), or for images a folder; "
                                                "with several sources a pattern such as out_{source}.mp4")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files, once their replacement is complete (never an input)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None, help="efficientnet_lite0 (default), a torchvision name (resnet50...), timm:NAME, or a saved model file")
-    model.add_argument("--weights", help="a state dict or whole saved model; 'random' keeps an untrained net")
+    model.add_argument("--weights", help="a state dict (.pth, .pt) or .safetensors file; 'random' keeps an untrained net")
     model.add_argument("--labels", help="class names, one a line")
+    model.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
     model.add_argument("--layer", help="the module to explain (default: the last block before global pooling)")
     model.add_argument("--method", default="cam", help=f"explanation method: {', '.join(METHODS)} (default: cam)")
     model.add_argument("--layers", metavar="A,B,C|auto", help="multi-layer grid: the frame once per layer; auto = each stage's output")
@@ -67,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep pixels at or above F x the map's max for boxes (default 0.2, CAM paper; Grad-CAM paper 0.15)")
     view.add_argument("--smooth", type=float, default=0.0, metavar="S",
                       help="temporal smoothing of the heatmaps, 0 (off, default) to 1 (exclusive); resets on cuts and class changes")
-    view.add_argument("--json", metavar="FILE", help="one JSON line per explained frame (classes, scores, boxes)")
+    view.add_argument("--json", metavar="FILE", help="one JSON line per explained frame (classes, scores, boxes); "
+                                                     "- for standard output")
     view.add_argument("--no-display", action="store_true", help="never open a window")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -75,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_export_parser() -> argparse.ArgumentParser:
+    from .export import DEFAULT_OPSET, OPSETS
+
     parser = _Parser(
         prog="streamcam export",
         description="Export a model to an ONNX graph that also outputs its feature maps and top-k CAM.",
@@ -82,19 +91,43 @@ def build_export_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", default=None, help="as for streamcam (default: efficientnet_lite0)")
     parser.add_argument("-o", "--output", help="the .onnx file to write (default: models/MODEL.onnx)")
-    parser.add_argument("--weights", help="a state dict or whole saved model; 'random' keeps an untrained net")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file, once the new graph is complete")
+    parser.add_argument("--weights", help="a state dict or safetensors file; 'random' keeps an untrained net")
     parser.add_argument("--labels", help="class names, one a line (stored in the graph)")
+    parser.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
     parser.add_argument("--layer", help="the module whose output the graph exposes (default: found automatically)")
     parser.add_argument("--top-k", type=int, default=5, help="classes whose CAM the graph computes (default 5)")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     parser.add_argument("--fp16", action="store_true", help="run the model in half precision inside the graph")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Signals first: torch takes seconds to import, and a Ctrl-C then must not print a traceback.
-    restore_signals = install_signal_handlers()
+    """Run the command line in this process and return its exit code (the signal handlers are restored after)."""
+    restore = interrupts.install()
+    try:
+        return _main(argv)
+    finally:
+        restore()
+
+
+def entry() -> None:
+    """The ``streamcam`` command. Signals are handled from its first line to its last; the process then
+    leaves without the interpreter's teardown: outputs are final by then, and native threads (torch,
+    onnxruntime) still winding down must not turn a clean exit into an abort."""
+    interrupts.install()
+    code = _main(None)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     exporting = bool(argv) and argv[0] == "export"
     debug = "--debug" in argv
@@ -106,24 +139,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exit_.code or 0)
         _quiet_opencv(debug)
         return _export(args) if exporting else _run(args)
-    except Terminated:
-        log.error("terminated; outputs were finalised")
-        return EXIT_SIGTERM
-    except KeyboardInterrupt:
-        log.error("interrupted; outputs were finalised")
-        return EXIT_SIGINT
+    except KeyboardInterrupt as stop:  # also Terminated (SIGTERM, SIGHUP)
+        signum = interrupts.received() or getattr(stop, "signum", 2)
+        log.error("%s; outputs were finalised", interrupts.SIGNALS.get(signum, "stopped"))
+        return interrupts.exit_code(signum)
     except Exception as error:  # noqa: BLE001 - mapped to one line and an exit code
-        from .errors import StreamcamError
+        from .errors import OutputClosed, StreamcamError
 
+        if isinstance(error, OutputClosed):  # `streamcam ... --json - | head`: done, quietly
+            _silence_stdout()
+            return EXIT_OK
         if debug:
             log.exception("failed")
         if isinstance(error, StreamcamError):
-            print(f"streamcam: error: {error}", file=sys.stderr)
-            return error.exit_code
-        print(f"streamcam: error: {type(error).__name__}: {error} (--debug shows the traceback)", file=sys.stderr)
-        return EXIT_FAILURE
-    finally:
-        restore_signals()
+            _say(f"streamcam: error: {error}")
+            code = error.exit_code
+        else:
+            _say(f"streamcam: error: {type(error).__name__}: {error} (--debug shows the traceback)")
+            code = EXIT_FAILURE
+        signum = interrupts.received()  # an error while stopping for a signal: the signal's code
+        return interrupts.exit_code(signum) if signum else code
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -136,7 +171,8 @@ def _run(args: argparse.Namespace) -> int:
         from .errors import InputError
 
         raise InputError("--demo takes no input: drop the files or --webcam")
-    with demo_input() if args.demo else nullcontext(None) as clip:
+    with demo_input() if args.demo else nullcontext(None) as clip, \
+            interrupts.scratch(clip.parent) if clip else nullcontext():
         config = RunConfig(
             inputs=(str(clip),) if clip else tuple(args.inputs),
             webcams=tuple(args.webcams),
@@ -159,7 +195,8 @@ def _run(args: argparse.Namespace) -> int:
             box_threshold=args.box_threshold,
             smooth=args.smooth,
             json=args.json,
-            overwrite=args.overwrite or args.demo,  # the demo rewrites its own output
+            overwrite=args.overwrite or (args.demo and not args.output),  # the demo rewrites its own default output
+            trust_model_file=args.trust_model_file,
             display=False if args.no_display else None,
             progress=sys.stderr.isatty(),
         )
@@ -175,13 +212,15 @@ def _run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .export import export_onnx
+    from .export import check_opset, export_onnx
     from .models import DEFAULT_MODEL
 
     model = args.model or DEFAULT_MODEL
     output = args.output or str(Path("models") / f"{Path(model.removeprefix('timm:')).stem}.onnx")
+    check_opset(args.opset)
     export_onnx(output, model=model, weights=args.weights, labels=args.labels, layer=args.layer,
-                top_k=args.top_k, opset=args.opset, fp16=args.fp16)
+                top_k=args.top_k, opset=args.opset, fp16=args.fp16, overwrite=args.overwrite,
+                trust_model_file=args.trust_model_file)
     return EXIT_OK
 
 
@@ -214,6 +253,24 @@ def _quiet_opencv(debug: bool) -> None:
     levels.setLogLevel(levels.LOG_LEVEL_WARNING if debug else levels.LOG_LEVEL_SILENT)
 
 
+def _say(line: str) -> None:
+    """One line on stderr, which may be gone (a closed terminal): then nobody is listening."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout left: point it at the null device, so that the final flush cannot fail."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def _version() -> str:
     from . import __version__
 
@@ -221,4 +278,4 @@ def _version() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -52,8 +52,9 @@ class RunConfig:
     boxes: bool = False  # draw a box around each explained class's largest hot region
     box_threshold: float = DEFAULT_BOX_THRESHOLD  # fraction of the map's max
     smooth: float = 0.0  # temporal smoothing strength, 0 (off) to 1
-    json: str | None = None  # per-frame JSON lines
-    overwrite: bool = False  # replace existing output files
+    json: str | None = None  # per-frame JSON lines; "-" for standard output
+    overwrite: bool = False  # replace existing output files (never an input)
+    trust_model_file: bool = False  # allow a whole pickled model, whose loading can run code
     display: bool | None = None  # None: a window where there is a display
     progress: bool = False  # a tqdm bar for inputs of known length
 

@@ -27,3 +27,9 @@ class StageError(StreamcamError):
         self.error = error
         # A bad input found mid-run (e.g. an undecodable file) is still bad input.
         self.exit_code = getattr(error, "exit_code", 1)
+
+
+class OutputClosed(StreamcamError):
+    """The reader of standard output went away (``| head``): the run ends quietly, like other Unix tools."""
+
+    exit_code = 0

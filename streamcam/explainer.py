@@ -44,7 +44,10 @@ class Explainer:
         box_threshold: float = DEFAULT_BOX_THRESHOLD,
         precision: str = "fp32",
         compile: bool = False,
+        trust_model_file: bool = False,
     ) -> None:
+        """``trust_model_file`` allows ``model`` or ``weights`` to be a whole pickled model, whose
+        loading runs any code it holds: only for files from a source you trust (see :mod:`streamcam.models`)."""
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
@@ -59,7 +62,7 @@ class Explainer:
         if onnx_file:
             mean, std = self._from_graph(Path(model), labels, layer)
         else:
-            mean, std = self._from_torch(model, weights, labels, layer)
+            mean, std = self._from_torch(model, weights, labels, layer, trust_model_file)
         self.method = self._checked(method_instance)
         self.layers = self._resolve_layers(layers)
         self.grid_layers = self.layers or (self.anatomy.stage_layers() if "torch" in self.engines else [])
@@ -87,9 +90,9 @@ class Explainer:
             self._loaded = None
         return self
 
-    def _from_torch(self, model, weights, labels, layer) -> tuple[tuple, tuple]:
+    def _from_torch(self, model, weights, labels, layer, trust_model_file) -> tuple[tuple, tuple]:
         """A PyTorch model by name, file or module; with onnxruntime, also its graph from the cache."""
-        loaded = load_model(model, weights=weights, labels=labels)
+        loaded = load_model(model, weights=weights, labels=labels, trust_model_file=trust_model_file)
         self.model_name = loaded.name
         self.anatomy = loaded.anatomy
         # Channels-last convolutions run 1.2-1.6x faster on the CPU (scripts/bench.py); results are unchanged.

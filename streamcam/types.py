@@ -27,7 +27,9 @@ class Frame:
 
     ``timestamp`` is seconds from the source's start (files: the frame's position
     in the stream; live: capture time). ``captured_at`` is ``time.monotonic()`` at
-    capture, used for latency. ``name`` is the file name for image sources.
+    capture, used for latency. Image sources also give ``name``, the file's name,
+    and ``path``, the file as named (``photos/cat.jpg``), which tells apart two
+    images of the same name from two folders.
     """
 
     index: int
@@ -36,6 +38,7 @@ class Frame:
     image: np.ndarray  # H x W x 3, uint8, BGR
     source_id: str
     name: str | None = None
+    path: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

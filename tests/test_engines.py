@@ -84,7 +84,7 @@ def test_the_export_is_cached_and_reused(fresh_cache, monkeypatch, photos):
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(streamcam.cache, "export_onnx", no_export)
+    monkeypatch.setattr(streamcam.cache, "write_graph", no_export)
     started = time.monotonic()
     second = streamcam.Explainer(device="cpu").prepare()
     assert time.monotonic() - started < first_s

@@ -257,8 +257,10 @@ def test_existing_outputs_are_refused_unless_overwrite(tmp_path, capsys):
     (folder / "keep.png").write_bytes(b"x")
     image = tmp_path / "cat.png"
     cv2.imwrite(str(image), photo("chelsea"))
-    code, err = cli(capsys, str(image), "-o", str(folder))
-    assert code == 2 and "--overwrite" in err
+    code, err = cli(capsys, str(image), "-o", str(folder))  # other files in the folder are left alone
+    assert code == 0 and (folder / "keep.png").read_bytes() == b"x" and (folder / "cat.png").exists()
+    code, err = cli(capsys, str(image), "-o", str(folder))  # but the annotated image is not replaced unasked
+    assert code == 2 and "cat.png already exists" in err and "--overwrite" in err
 
 
 def test_a_full_disk_stops_the_run_with_what_was_saved(tmp_path, capsys, monkeypatch):

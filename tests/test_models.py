@@ -132,7 +132,9 @@ def test_whole_saved_model_file(tmp_path, cat):
     torch.save(net, path)
     labels = tmp_path / "labels.txt"
     labels.write_text("apple\nbanana\ncherry\n")
-    ex = streamcam.Explainer(model=str(path), labels=labels, device="cpu")
+    with pytest.raises(streamcam.InputError, match="trust-model-file"):  # unpickling it could run code
+        streamcam.Explainer(model=str(path), labels=labels, device="cpu")
+    ex = streamcam.Explainer(model=str(path), labels=labels, device="cpu", trust_model_file=True)
     res = ex([cat])
     assert res.labels[0][0] in {"apple", "banana", "cherry"}
     assert ex.layer == "features"

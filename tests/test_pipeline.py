@@ -18,6 +18,7 @@ from streamcam.engine import annotate
 from streamcam.engine.batcher import Muxer
 from streamcam.engine.buffers import END, BoundedQueue, LatestSlot
 from streamcam.config import RunConfig
+from streamcam.plan import OutputPlan, SourceOutputs
 from streamcam.sinks import WindowSink, display_available, open_routes
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
@@ -92,11 +93,12 @@ def test_window_sink_falls_back_without_a_display(monkeypatch, caplog):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert not display_available()
     info = VideoInfo("x", 64, 48, 30.0, 10, live=False)
+    plan = OutputPlan({"x": SourceOutputs()})
     with caplog.at_level(logging.WARNING, logger="streamcam"):
-        routes = open_routes(RunConfig(), [info])
+        routes = open_routes(plan, [info])
     assert routes == {"x": []}
     assert "no display" in caplog.text
-    assert open_routes(RunConfig(display=False), [info]) == {"x": []}
+    assert open_routes(plan, [info], display=False) == {"x": []}
 
 
 class FakeLiveSource(Source):

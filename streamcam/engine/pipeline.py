@@ -20,7 +20,8 @@ from ..config import RunConfig, ViewOptions
 from ..controls import LiveControls
 from ..errors import InputError
 from ..explainer import Explainer
-from ..interrupts import frame_being_written
+from ..interrupts import frame_being_written, outputs_open
+from ..plan import plan_outputs
 from ..sinks import Sink, WindowSink, open_routes
 from ..sources import Source, open_sources
 from ..types import AnnotatedFrame
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # The run() options that build an Explainer (and so cannot go with explainer=).
 EXPLAINER_OPTIONS = frozenset({"model", "weights", "labels", "layer", "layers", "method", "device", "backend",
-                               "top_k", "target_class", "precision", "compile"})
+                               "top_k", "target_class", "precision", "compile", "trust_model_file"})
 # Files: wait this long for a batch to fill; live sources never wait.
 FILE_BATCH_DEADLINE_S = 0.05
 JOIN_TIMEOUT_S = 2.0
@@ -139,15 +140,22 @@ def run(source: Any = None, output: str | Path | None = None, **options: Any) ->
 
 
 def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSummary:
-    """Run one validated configuration: a bad input, model or output fails before the (first-run)
-    export of the model for onnxruntime, which may take seconds."""
+    """Run one validated configuration.
+
+    Every input is opened and every output path checked (:mod:`streamcam.plan`)
+    before the model loads, and the model is ready (its first-run export for
+    onnxruntime included, which may take seconds) before any output file is
+    created: a refused or interrupted start leaves nothing behind.
+    """
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(s) for s in open_sources(config.inputs, config.webcams)]
+        plan = plan_outputs(config, sources)  # nothing is created yet
         explainer = explainer or _build_explainer(config)  # checks the model, layer, method, class
-        routes = open_routes(config, [s.info for s in sources])
+        explainer.prepare()
+        stack.enter_context(outputs_open())  # from here a Ctrl-C finalises the outputs instead of leaving at once
+        routes = open_routes(plan, [s.info for s in sources], config.display)
         for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
             stack.enter_context(sink)
-        explainer.prepare()  # the first run of a model exports it for onnxruntime: after every check
         return _run(config, explainer, sources, routes, stack)
 
 
@@ -166,6 +174,7 @@ def _build_explainer(config: RunConfig) -> Explainer:
         box_threshold=config.box_threshold,
         precision=config.precision,
         compile=config.compile,
+        trust_model_file=config.trust_model_file,
     )
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from ..errors import StageError
+from ..interrupts import hurried
+from .buffers import POLL_S
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,13 @@ def start_stage(name: str, body: Callable[[], None], failure: Failure) -> thread
 
 
 def join_all(threads: list[threading.Thread], timeout_s: float) -> None:
-    """Wait for every stage thread; warn about any that overstays (it is a daemon and dies with the process)."""
+    """Wait for every stage thread; warn about any that overstays (it is a daemon and dies with the process).
+
+    A second Ctrl-C during the shutdown (:func:`~streamcam.interrupts.hurried`) stops the waiting.
+    """
     for thread in threads:
-        thread.join(timeout_s)
-        if thread.is_alive():
+        deadline = time.monotonic() + timeout_s
+        while thread.is_alive() and not hurried() and time.monotonic() < deadline:
+            thread.join(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        if thread.is_alive() and not hurried():
             log.warning("thread %s did not stop within %.1f s", thread.name, timeout_s)
