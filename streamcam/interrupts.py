@@ -116,10 +116,6 @@ def deferred() -> Iterator[None]:
             _raise(_state.received)
 
 
-# The old name: a frame being written to every sink.
-frame_being_written = deferred
-
-
 @contextlib.contextmanager
 def scratch(path: Path) -> Iterator[Path]:
     """``path`` (a file or folder) is removed if a signal ends the process before the block ends."""

@@ -20,7 +20,7 @@ from ..config import RunConfig, ViewOptions
 from ..controls import LiveControls
 from ..errors import InputError
 from ..explainer import Explainer
-from ..interrupts import frame_being_written, outputs_open
+from ..interrupts import deferred, outputs_open
 from ..plan import plan_outputs
 from ..sinks import Sink, WindowSink, open_routes
 from ..sources import Source, open_sources
@@ -153,9 +153,10 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
         explainer = explainer or _build_explainer(config)  # checks the model, layer, method, class
         explainer.prepare()
         stack.enter_context(outputs_open())  # from here a Ctrl-C finalises the outputs instead of leaving at once
-        routes = open_routes(plan, [s.info for s in sources], config.display)
-        for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
-            stack.enter_context(sink)
+        with deferred():  # every sink opened is also on the stack, to be closed, before a Ctrl-C lands
+            routes = open_routes(plan, [s.info for s in sources], config.display)
+            for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
+                stack.enter_context(sink)
         return _run(config, explainer, sources, routes, stack)
 
 
@@ -197,7 +198,7 @@ def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes:
     for item in stream:
         source_id = item.frame.source_id
         sinks = routes[source_id]
-        with frame_being_written():  # a Ctrl-C waits until every sink has this frame
+        with deferred():  # a Ctrl-C waits until every sink has this frame
             for sink in sinks:
                 sink.write(item)
         counts[source_id] = counts.get(source_id, 0) + 1
