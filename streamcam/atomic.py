@@ -104,7 +104,8 @@ class OutputFile:
 def _new_file_beside(final: Path) -> Path:
     """An empty file of a fresh name in ``final``'s folder, with the permissions a new file gets there."""
     while True:
-        path = final.with_name(f".{final.stem}.{secrets.token_hex(4)}{PARTIAL}{final.suffix}")
+        # (the stem shortened, so that a name near the file system's limit still fits)
+        path = final.with_name(f".{final.stem[:80]}.{secrets.token_hex(4)}{PARTIAL}{final.suffix}")
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
             return path

@@ -195,7 +195,8 @@ def _run(args: argparse.Namespace) -> int:
             box_threshold=args.box_threshold,
             smooth=args.smooth,
             json=args.json,
-            overwrite=args.overwrite or (args.demo and not args.output),  # the demo rewrites its own default output
+            overwrite=args.overwrite,
+            replaceable=(DEMO_OUTPUT,) if args.demo and not args.output else (),  # the demo rewrites its own
             trust_model_file=args.trust_model_file,
             display=False if args.no_display else None,
             progress=sys.stderr.isatty(),

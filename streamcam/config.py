@@ -54,6 +54,7 @@ class RunConfig:
     smooth: float = 0.0  # temporal smoothing strength, 0 (off) to 1
     json: str | None = None  # per-frame JSON lines; "-" for standard output
     overwrite: bool = False  # replace existing output files (never an input)
+    replaceable: tuple[str, ...] = ()  # outputs replaced even without overwrite (the demo's own default output)
     trust_model_file: bool = False  # allow a whole pickled model, whose loading can run code
     display: bool | None = None  # None: a window where there is a display
     progress: bool = False  # a tqdm bar for inputs of known length

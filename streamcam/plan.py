@@ -57,6 +57,10 @@ class OutputPlan:
     by_source: dict[str, SourceOutputs]
     shared_records: Records | None = None  # one JSON lines file (or standard output) for every source
     overwrite: bool = False
+    replaceable: frozenset[str] = frozenset()  # outputs replaced even without overwrite (the demo's own)
+
+    def may_replace(self, path: Records) -> bool:
+        return self.overwrite or str(path) in self.replaceable
 
     def files(self) -> list[tuple[str, Path]]:
         """Every output file, with the option that names it, in order."""
@@ -101,7 +105,7 @@ def plan_outputs(config: RunConfig, sources: Sequence[Source]) -> OutputPlan:
     shared: Records | None = None
     if config.json is not None and PATTERN not in config.json:
         shared = STDOUT if config.json == STDOUT else Path(config.json)
-    plan = OutputPlan(by_source, shared, config.overwrite)
+    plan = OutputPlan(by_source, shared, config.overwrite, frozenset(config.replaceable))
     check_plan(plan, run_inputs(config, sources))
     return plan
 
@@ -132,19 +136,21 @@ def check_plan(plan: OutputPlan, inputs: Sequence[FileId]) -> None:
         if outputs.image_folder is not None:
             check_image_folder(identify(outputs.image_folder), inputs)
     files = plan.files()
-    check_outputs([identify(p) for _, p in files], inputs, plan.overwrite, [option for option, _ in files])
+    check_outputs([identify(p) for _, p in files], inputs, [plan.may_replace(p) for _, p in files],
+                  [option for option, _ in files])
     for outputs in plan.by_source.values():
         video = identify(outputs.video) if outputs.video is not None else None
         if video is not None and video.is_special:
             raise InputError(f"cannot write a video to {video.named}: it is a device or pipe, not a file")
 
 
-def check_outputs(outputs: Sequence[FileId], inputs: Sequence[FileId], overwrite: bool,
+def check_outputs(outputs: Sequence[FileId], inputs: Sequence[FileId], overwrite: bool | Sequence[bool],
                   options: Sequence[str] | None = None) -> None:
-    """Each output: not an input, not another output, not an existing file unless ``overwrite``, writable.
-
-    ``options`` name the option each output came from (``-o``, ``--json``), for the messages.
+    """Each output: not an input, not another output, not an existing file unless ``overwrite``
+    (for all, or one flag per output), writable. ``options`` name the option each output came
+    from (``-o``, ``--json``), for the messages.
     """
+    overwrite = [overwrite] * len(outputs) if isinstance(overwrite, bool) else list(overwrite)
     options = list(options or ["-o"] * len(outputs))
     read = FileSet(inputs)
     for option, output in zip(options, outputs):
@@ -157,8 +163,8 @@ def check_outputs(outputs: Sequence[FileId], inputs: Sequence[FileId], overwrite
     if twice:
         first, second = (f"{options[next(i for i, o in enumerate(outputs) if o is f)]} {f.named}" for f in twice)
         raise InputError(f"{first} and {second} are the same file: give each output its own name")
-    for output in outputs:
-        replaces(output, overwrite)
+    for output, allowed in zip(outputs, overwrite):
+        replaces(output, allowed)
     for folder in dict.fromkeys(o.real.parent for o in outputs if not o.is_special):
         check_writable_folder(folder)
 

@@ -336,21 +336,23 @@ def open_routes(plan: OutputPlan, infos: Sequence[VideoInfo],
     """
     routes: dict[str, list[Sink]] = {info.source_id: [] for info in infos}
     opened: list[Sink] = []
-    overwrite = plan.overwrite
+    may_replace = plan.may_replace
     try:
         shared: list[Sink] = []
         if plan.shared_records is not None:
-            shared.append(_opened(JsonLinesSink(plan.shared_records, overwrite), opened))
+            shared.append(_opened(JsonLinesSink(plan.shared_records, may_replace(plan.shared_records)), opened))
         for info in infos:
             outputs = plan.by_source[info.source_id]
             if outputs.video is not None:
-                sink: Sink = VideoFileSink(outputs.video, info.fps, info.width, info.height, overwrite)
+                sink: Sink = VideoFileSink(outputs.video, info.fps, info.width, info.height,
+                                           may_replace(outputs.video))
                 routes[info.source_id].append(_opened(sink, opened))
             if outputs.image_folder is not None:
-                sink = ImageFolderSink(outputs.image_folder, outputs.images, overwrite)
+                sink = ImageFolderSink(outputs.image_folder, outputs.images, plan.overwrite)
                 routes[info.source_id].append(_opened(sink, opened))
             if outputs.records is not None:
-                routes[info.source_id].append(_opened(JsonLinesSink(outputs.records, overwrite), opened))
+                routes[info.source_id].append(_opened(JsonLinesSink(outputs.records, may_replace(outputs.records)),
+                                                      opened))
         if display is not False:
             if display_available():
                 several = len(infos) > 1

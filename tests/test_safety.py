@@ -111,6 +111,7 @@ REFUSED = {
     "an existing output": (["in.mp4", "-o", "a.mp4"], "already exists"),
     "records in a folder": (["in.mp4", "--json", "photos"], "is a folder"),
     "video to standard output": (["in.mp4", "-o", "-"], "-o -"),
+    "the demo's other outputs": (["--demo", "--json", "labels.txt"], "already exists"),
 }
 
 
@@ -145,6 +146,21 @@ def test_images_of_the_same_name_from_two_folders_get_distinct_outputs_and_recor
         ("one/photo.png", "Egyptian cat"), ("two/photo.png", "espresso")]
     for folder, shape in (("one", photo("chelsea").shape), ("two", photo("coffee").shape)):
         assert cv2.imread(str(tmp_path / "annotated" / folder / "photo.png")).shape == shape
+
+
+def test_image_output_names_are_distinct_and_predictable(tmp_path):
+    from streamcam.plan import image_targets
+
+    images = [Path("one/photo.png"), Path("two/photo.png"), Path("two/Photo.PNG"), Path("one/scan.pxm"),
+              Path("one/scan.png"), Path("three/one/photo.png")]
+    out = tmp_path / "out"
+    targets = image_targets(out, images)
+    assert [str(targets[str(p)].relative_to(out)) for p in images] == [
+        "one/photo.png", "two/photo.png", "two/Photo_2.PNG",  # names that differ only in case collide somewhere
+        "one/scan.png", "one/scan_2.png",  # OpenCV cannot write .pxm: .png, then kept apart from the real .png
+        "one_2/photo.png"]  # a second folder called "one"
+    flat = image_targets(out, [Path("one/a.png"), Path("two/b.jpg")])
+    assert flat == {"one/a.png": out / "a.png", "two/b.jpg": out / "b.jpg"}  # no clash: the names as they are
 
 
 def test_overwrite_keeps_the_old_file_until_the_new_one_is_complete(tmp_path):
