@@ -170,3 +170,45 @@ def test_a_signal_during_the_first_run_export_leaves_no_half_graph(timed_run, tm
         graphs = outcome.folder / "cache" / "graphs"
         entries = sorted(p.name for p in graphs.iterdir()) if graphs.exists() else []
         assert all(name.endswith(".onnx") and not name.startswith(".") for name in entries), entries
+
+
+# --- the rules, in this process -----------------------------------------------------------
+
+
+@pytest.fixture
+def handlers():
+    from streamcam import interrupts
+
+    restore = interrupts.install()
+    yield interrupts
+    restore()
+
+
+def test_a_signal_waits_for_the_frame_being_written_then_lands(handlers):
+    written = []
+    with handlers.outputs_open(), pytest.raises(KeyboardInterrupt):
+        with handlers.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the handler has run by now: held, not raised
+            written.append("frame")
+        written.append("after")  # not reached: raised as the block ended
+    assert written == ["frame"] and handlers.received() == signal.SIGINT
+
+
+def test_a_second_signal_cuts_the_shutdown_wait_short(handlers):
+    import threading
+
+    from streamcam.engine.stages import join_all
+
+    with handlers.outputs_open():
+        with pytest.raises(handlers.Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        stuck = threading.Thread(target=threading.Event().wait, name="never-stops", daemon=True)
+        stuck.start()
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # the second one: no exception
+        started = time.monotonic()
+        join_all([stuck], 10.0)
+        waited = time.monotonic() - started
+    assert 0.25 <= waited < 3
+    assert handlers.hurried() and handlers.received() == signal.SIGTERM  # the exit code stays the first's
