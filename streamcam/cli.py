@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--json", metavar="FILE", help="one JSON line per explained frame (classes, scores, boxes); "
                                                      "- for standard output")
     view.add_argument("--no-display", action="store_true", help="never open a window")
+    video = parser.add_argument_group("video files")
+    video.add_argument("--codec", choices=("h264", "hevc", "av1", "mjpeg"),
+                       help="h264 (default; mjpeg for .avi), hevc, av1, mjpeg; NVENC on an NVIDIA GPU where present")
+    video.add_argument("--crf", type=int, metavar="Q",
+                       help="constant quality, lower is better (default: h264 20, hevc 24, av1 32, mjpeg 3)")
+    video.add_argument("--bitrate", type=_bitrate, metavar="RATE", help="bits per second instead of --crf, e.g. 4M or 800k")
+    video.add_argument("--no-audio", action="store_true", help="leave the input's sound out of the video file")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
@@ -195,6 +202,10 @@ def _run(args: argparse.Namespace) -> int:
             box_threshold=args.box_threshold,
             smooth=args.smooth,
             json=args.json,
+            codec=args.codec,
+            crf=args.crf,
+            bitrate=args.bitrate,
+            audio=not args.no_audio,
             overwrite=args.overwrite,
             replaceable=(DEMO_OUTPUT,) if args.demo and not args.output else (),  # the demo rewrites its own
             trust_model_file=args.trust_model_file,
@@ -252,6 +263,18 @@ def _quiet_opencv(debug: bool) -> None:
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when the first capture opens
     levels = cv2.utils.logging
     levels.setLogLevel(levels.LOG_LEVEL_WARNING if debug else levels.LOG_LEVEL_SILENT)
+
+
+def _bitrate(text: str) -> int:
+    """``4M``, ``800k`` or ``2500000`` -> bits per second."""
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a bitrate (e.g. 4M, 800k)") from None
+    if not 0 < value < 10**11:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a sensible bitrate")
+    return int(value)
 
 
 def _say(line: str) -> None:

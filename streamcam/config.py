@@ -11,6 +11,7 @@ from torch import nn
 from .boxes import DEFAULT_BOX_THRESHOLD
 from .errors import InputError
 from .models import DEFAULT_MODEL
+from .video_out import EncoderSettings
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class RunConfig:
     box_threshold: float = DEFAULT_BOX_THRESHOLD  # fraction of the map's max
     smooth: float = 0.0  # temporal smoothing strength, 0 (off) to 1
     json: str | None = None  # per-frame JSON lines; "-" for standard output
+    codec: str | None = None  # video files: h264 (default), hevc, av1, mjpeg
+    crf: int | None = None  # constant quality (lower is better); None: the codec's default
+    bitrate: int | None = None  # bits per second instead of a constant quality
+    audio: bool = True  # carry the input's sound into the video file
     overwrite: bool = False  # replace existing output files (never an input)
     replaceable: tuple[str, ...] = ()  # outputs replaced even without overwrite (the demo's own default output)
     trust_model_file: bool = False  # allow a whole pickled model, whose loading can run code
@@ -76,6 +81,11 @@ class RunConfig:
             raise InputError(f"--smooth must be at least 0 and below 1, not {self.smooth}")
         if any(index < 0 for index in self.webcams):
             raise InputError(f"--webcam takes a camera index (0, 1, ...), not {min(self.webcams)}")
+        self.encoding  # checks the codec, crf and bitrate
+
+    @property
+    def encoding(self) -> EncoderSettings:
+        return EncoderSettings(self.codec, self.crf, self.bitrate, self.audio)
 
     @property
     def view(self) -> ViewOptions:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .errors import InputError
 from .identity import FileId, FileSet, first_duplicate, identify
+from .video_out import CONTAINERS, container_for
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 
 PATTERN = "{source}"  # in -o / --json: replaced by each source's short name
 STDOUT: Literal["-"] = "-"  # --json -: the records go to standard output
-# Container -> codec that OpenCV's own FFmpeg build can always write.
-VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 IMAGE_FALLBACK_SUFFIX = ".png"  # for an input image whose format OpenCV reads but cannot write
 
 Records = Path | Literal["-"]
@@ -91,13 +90,11 @@ def plan_outputs(config: RunConfig, sources: Sequence[Source]) -> OutputPlan:
         if config.output is not None:
             path = Path(config.output.replace(PATTERN, name))
             if source.info.fps is None:  # images in -> images out
-                if path.suffix.lower() in VIDEO_CODECS:
+                if path.suffix.lower() in CONTAINERS:
                     raise InputError(f"images in, images out: give a folder for -o, not {path}")
                 folder, images = path, image_targets(path, source.files)
             else:
-                if path.suffix.lower() not in VIDEO_CODECS:
-                    raise InputError(f"cannot write video as {path.suffix or 'a file without extension'} ({path}): "
-                                     f"use one of {', '.join(VIDEO_CODECS)}")
+                container_for(path)  # a video file type streamcam writes
                 video = path
         if config.json is not None and PATTERN in config.json:
             records = Path(config.json.replace(PATTERN, name))

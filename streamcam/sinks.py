@@ -19,7 +19,8 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import IO
 
@@ -27,13 +28,15 @@ import cv2
 import numpy as np
 
 from .atomic import OutputFile
+from .audio import AudioTrack
 from .controls import LiveControls
 from .errors import InputError, OutputClosed, StreamcamError
 from .identity import identify
-from .plan import STDOUT, VIDEO_CODECS, OutputPlan, replaces
+from .plan import STDOUT, OutputPlan, replaces
 from .render import draw_hud
 from .resource import Resource
 from .types import AnnotatedFrame, VideoInfo
+from .video_out import EncoderSettings, VideoWriter, container_for
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,8 @@ def tile_grid(images: list[np.ndarray], width: int = 1280) -> np.ndarray:
 
 
 class VideoFileSink(Sink):
-    """A video file with the source's size and exact (float) frame rate, encoded on its own thread.
+    """A video file written by FFmpeg (:class:`~streamcam.video_out.VideoWriter`): H.264 by default,
+    each frame at its own timestamp, the source's sound carried over, crash-safe MP4.
 
     Written through an :class:`~streamcam.atomic.OutputFile`: a new file takes
     its final name with the first frame; one that replaces an existing file
@@ -127,31 +131,28 @@ class VideoFileSink(Sink):
 
     ``write`` hands the frame to an encoder thread through a short queue, so that
     encoding overlaps everything else; ``close`` lets it finish every frame handed
-    over, then finalises the file. OpenCV's writer keeps even sizes only: an odd
-    width or height loses its last column or row (said once, at open). Every
-    ``DISK_CHECK_EVERY`` frames the free space is checked: below ``MIN_FREE_BYTES``
-    the run stops with what is written so far still playable, since OpenCV's
-    writer cannot report a failed write.
+    over, then finalises the file. Every ``DISK_CHECK_EVERY`` frames the free space
+    is checked: below ``MIN_FREE_BYTES`` the run stops with what is written so far
+    still playable.
     """
 
-    def __init__(self, path: Path, fps: float, width: int, height: int, overwrite: bool = False) -> None:
-        codec = VIDEO_CODECS.get(path.suffix.lower())
-        if codec is None:
-            raise InputError(f"cannot write video as {path.suffix or 'a file without extension'}: use one of {', '.join(VIDEO_CODECS)}")
+    def __init__(self, path: Path, fps: float, width: int, height: int, overwrite: bool = False,
+                 time_base: Fraction | None = None, encoding: EncoderSettings | None = None,
+                 audio: AudioTrack | None = None) -> None:
+        container_for(path)  # a suffix it can write, before anything is created
         replace = replaces(identify(path), overwrite)
         self.path = path
         self.size = (width, height)
         self.frames_written = 0  # by the encoder thread
         self._submitted = 0
         self._file = OutputFile(path, replace)
-        self._writer = cv2.VideoWriter(str(self._file.path), cv2.VideoWriter_fourcc(*codec), float(fps), self.size)
-        if not self._writer.isOpened():
+        try:
+            self._writer: VideoWriter | None = VideoWriter(self._file.path, width, height, fps, time_base,
+                                                           encoding, audio, name=path)
+        except BaseException:
             self._file.discard()
-            tiny = " (mp4v needs at least 2x2 pixels: use .avi)" if min(width, height) < 2 else ""
-            raise InputError(f"cannot write {path}{tiny}: check the folder exists and is writable")
-        if width % 2 or height % 2:
-            log.warning("%s: OpenCV writes even sizes only: %dx%d frames are stored as %dx%d",
-                        path, width, height, width - width % 2, height - height % 2)
+            raise
+        self.encoder = self._writer.encoder
         self._frames: queue.Queue = queue.Queue(ENCODE_QUEUE)
         self._error: BaseException | None = None
         self._encoder = threading.Thread(target=self._encode, name="streamcam-encode", daemon=True)
@@ -172,7 +173,7 @@ class VideoFileSink(Sink):
         while True:  # wait for room, but not for an encoder that has died
             self._raise_encoder_error()
             try:
-                self._frames.put(image, timeout=0.1)
+                self._frames.put((image, annotated.frame.timestamp), timeout=0.1)
                 break
             except queue.Full:
                 continue
@@ -186,7 +187,10 @@ class VideoFileSink(Sink):
         if self._encoder.is_alive():
             self._frames.put(None)  # after every frame handed over
             self._encoder.join()
-        self._writer.release()  # writes the index: the file is playable from here on
+        try:
+            self._writer.close()  # the last fragment: every frame handed over is in the file
+        except Exception as error:  # noqa: BLE001 - a broken file is not published over an old one
+            self._error = self._error or error
         self._writer = None
         if self.frames_written == 0 or (self._error is not None and self._file.replace):
             self._file.discard()  # nothing (or a broken replacement): the old file, if any, stays
@@ -195,9 +199,9 @@ class VideoFileSink(Sink):
         log.info("wrote %d frames to %s", self.frames_written, self.path)
 
     def _encode(self) -> None:
-        while (image := self._frames.get()) is not None:
+        while (item := self._frames.get()) is not None:
             try:
-                self._writer.write(image)
+                self._writer.write(*item)
             except BaseException as error:  # noqa: BLE001 - surfaces in write()
                 self._error = error
                 return
@@ -327,13 +331,15 @@ def display_available() -> bool:
         return False  # a headless OpenCV build
 
 
-def open_routes(plan: OutputPlan, infos: Sequence[VideoInfo],
-                display: bool | None = None, controls: LiveControls | None = None) -> dict[str, list[Sink]]:
-    # (the pipeline opens routes before it has an explainer, and hands the window its controls later)
-    """The sinks of a checked :class:`~streamcam.plan.OutputPlan`: each source's own video file,
-    image folder or JSON lines, the shared JSON lines, and the window (shared, tiled) unless
-    ``display`` is False. The caller closes every sink, also when this raises halfway.
+def open_routes(plan: OutputPlan, infos: Sequence[VideoInfo], display: bool | None = None,
+                controls: LiveControls | None = None, encoding: EncoderSettings | None = None,
+                audio: Mapping[str, AudioTrack | None] | None = None) -> dict[str, list[Sink]]:
+    """The sinks of a checked :class:`~streamcam.plan.OutputPlan`: each source's own video file
+    (``encoding``, with the source's ``audio``), image folder or JSON lines, the shared JSON lines,
+    and the window (shared, tiled) unless ``display`` is False. The caller closes every sink, also
+    when this raises halfway.
     """
+    audio = audio or {}
     routes: dict[str, list[Sink]] = {info.source_id: [] for info in infos}
     opened: list[Sink] = []
     may_replace = plan.may_replace
@@ -345,7 +351,8 @@ def open_routes(plan: OutputPlan, infos: Sequence[VideoInfo],
             outputs = plan.by_source[info.source_id]
             if outputs.video is not None:
                 sink: Sink = VideoFileSink(outputs.video, info.fps, info.width, info.height,
-                                           may_replace(outputs.video))
+                                           may_replace(outputs.video), info.time_base, encoding,
+                                           audio.get(info.source_id))
                 routes[info.source_id].append(_opened(sink, opened))
             if outputs.image_folder is not None:
                 sink = ImageFolderSink(outputs.image_folder, outputs.images, plan.overwrite)

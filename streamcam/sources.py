@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import cv2
 import numpy as np
@@ -22,19 +23,20 @@ from .identity import first_duplicate, identify
 from .resource import Resource
 from .types import Frame, VideoInfo
 
+if TYPE_CHECKING:
+    from .audio import AudioTrack
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset(
     ".bmp .dib .jpeg .jpg .jpe .jp2 .png .webp .pbm .pgm .ppm .pxm .pnm .sr .ras .tiff .tif .exr .hdr .pic".split()
 )
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+T = TypeVar("T")
 # How long a live source keeps reopening a device or stream that stopped, before it ends.
 LIVE_RECONNECT_S = 10.0
 # Consecutive failed reads a file may skip before it is taken as ended.
 MAX_SKIPPED_READS = 25
-_OPEN_TIMEOUT_MS = 5000
-# A stream read blocks at most this long, so that a shutdown is never held up for long.
-_READ_TIMEOUT_MS = 1500
 _FALLBACK_FPS = 30.0
 
 
@@ -47,6 +49,7 @@ class Source(Resource, ABC):
 
     info: VideoInfo
     files: tuple[Path, ...] = ()  # the files it reads (none for webcams and streams)
+    audio: AudioTrack | None = None  # its sound, for the video file its frames go to
     folders: tuple[Path, ...] = ()  # the folders it lists (image folders)
 
     @property
@@ -153,22 +156,34 @@ class CaptureSource(Source):
         ok, image = self._capture.read()
         if ok:
             return image
-        source = self.info.source_id
-        log.warning("%s stopped delivering frames; reconnecting for up to %.0f s", source, self.reconnect_s)
-        deadline = time.monotonic() + self.reconnect_s
-        delay = 0.1
-        while not self._stopping.is_set() and time.monotonic() < deadline:
+
+        def reopen() -> np.ndarray | None:
             self._capture.release()
             self._capture = self._open_capture()
             ok, image = self._capture.read() if self._capture.isOpened() else (False, None)
-            if ok:
-                log.warning("%s is back", source)
-                return image
-            self._stopping.wait(min(delay, max(0.0, deadline - time.monotonic())))
-            delay *= 2
-        if not self._stopping.is_set():
-            self.problems.append(f"{source} was lost and did not come back within {self.reconnect_s:.0f} s; stopped")
-        return None
+            return image if ok else None
+
+        return reopen_with_backoff(self, reopen)
+
+
+def reopen_with_backoff(source: Source, reopen: Callable[[], T | None]) -> T | None:
+    """A live source stopped: call ``reopen`` until it gives something, waiting 0.1 s, 0.2 s, 0.4 s...
+    between tries, for up to ``source.reconnect_s`` seconds or until the source is interrupted.
+    Giving up is recorded in ``source.problems``."""
+    name = source.info.source_id
+    log.warning("%s stopped delivering frames; reconnecting for up to %.0f s", name, source.reconnect_s)
+    deadline = time.monotonic() + source.reconnect_s
+    delay = 0.1
+    while not source._stopping.is_set() and time.monotonic() < deadline:
+        item = reopen()
+        if item is not None:
+            log.warning("%s is back", name)
+            return item
+        source._stopping.wait(min(delay, max(0.0, deadline - time.monotonic())))
+        delay *= 2
+    if not source._stopping.is_set():
+        source.problems.append(f"{name} was lost and did not come back within {source.reconnect_s:.0f} s; stopped")
+    return None
 
 
 class ImageSource(Source):
@@ -253,6 +268,8 @@ def open_sources(inputs: Sequence[str | Path] = (), webcams: Sequence[int] = ())
         raise InputError("images cannot be mixed with videos, streams or webcams: run them separately")
     if images is not None and all("://" not in n for n in names) and not webcams:
         return [ImageSource(images, [f for f in files if f.is_dir()], names[0] if len(names) == 1 else None)]
+    from .video_in import open_stream, open_video_file
+
     opened: list[Source] = []
     try:
         for name in names:
@@ -294,43 +311,12 @@ def source_names(infos: Sequence[VideoInfo]) -> list[str]:
     return names
 
 
-def open_video_file(path: Path) -> CaptureSource:
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder with no images in it")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path} is empty")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        hint = " (an .mp4 cut short loses its index at the end)" if path.suffix.lower() in (".mp4", ".mov", ".m4v") else ""
-        raise InputError(f"cannot open {path} as a video or an image: corrupt, truncated{hint}, or a format OpenCV cannot decode")
-    source = CaptureSource(lambda: capture, str(path), live=False)
-    source.files = (path,)
-    return source
-
-
 def open_webcam(index: int) -> CaptureSource:
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise InputError(f"no webcam at index {index}: check that it is plugged in, or try another --webcam N")
     reopened = iter([capture])
     return CaptureSource(lambda: next(reopened, None) or cv2.VideoCapture(index), f"webcam:{index}", live=True)
-
-
-def open_stream(url: str) -> CaptureSource:
-    scheme = url.split("://", 1)[0].lower() + "://"
-    if scheme not in NETWORK_SCHEMES:
-        raise InputError(f"unsupported URL scheme in {url}: streamcam reads {', '.join(s[:-3] for s in NETWORK_SCHEMES)}")
-    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _READ_TIMEOUT_MS]
-    capture = cv2.VideoCapture(url, cv2.CAP_ANY, timeouts)
-    if not capture.isOpened():
-        raise InputError(f"cannot open the stream {url}: unreachable, or not a video stream OpenCV can read")
-    # A network URL is live unless it reports a length (a file served over HTTP).
-    finite = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) > 0
-    reopened = iter([capture])
-    return CaptureSource(lambda: next(reopened, None) or cv2.VideoCapture(url, cv2.CAP_ANY, timeouts), url,
-                         live=not finite)
 
 
 def _expand_images(paths: Sequence[Path]) -> list[Path] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -19,14 +20,15 @@ class VideoInfo:
     fps: float | None  # None where it has no rate (images)
     frame_count: int | None  # None where unknown (live, network)
     live: bool
+    time_base: Fraction | None = None  # the tick its timestamps fall on (files), so an output can keep them exactly
 
 
 @dataclass(frozen=True, eq=False)
 class Frame:
     """One captured frame.
 
-    ``timestamp`` is seconds from the source's start (files: the frame's position
-    in the stream; live: capture time). ``captured_at`` is ``time.monotonic()`` at
+    ``timestamp`` is seconds from the source's start (files: the decoder's
+    presentation time; live: capture time). ``captured_at`` is ``time.monotonic()`` at
     capture, used for latency. Image sources also give ``name``, the file's name,
     and ``path``, the file as named (``photos/cat.jpg``), which tells apart two
     images of the same name from two folders.

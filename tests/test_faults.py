@@ -144,17 +144,19 @@ def test_a_1x1_video(tmp_path, capsys):
     code, err = cli(capsys, str(source), "-o", str(out))
     assert code == 0, err
     assert [f.shape for f in frames_in(out)] == [(1, 1, 3)] * 5
-    code, err = cli(capsys, str(source), "-o", str(tmp_path / "out.mp4"))
-    assert code == 2 and ".avi" in err
+    code, err = cli(capsys, str(source), "-o", str(tmp_path / "out.mp4"))  # H.264 4:4:4 holds 1x1 too
+    assert code == 0, err
+    assert [f.shape for f in frames_in(tmp_path / "out.mp4")] == [(1, 1, 3)] * 5
 
 
-def test_odd_sizes_are_said_to_lose_a_row_and_column(tmp_path, caplog):
-    sink = streamcam.sinks.VideoFileSink(tmp_path / "odd.avi", 25.0, 321, 241)
+def test_odd_sizes_are_kept_and_said(tmp_path, caplog):
     frame = Frame(0, 0.0, 0.0, np.zeros((241, 321, 3), np.uint8), "x")
-    with sink:
-        sink.write(streamcam.AnnotatedFrame(frame, frame.image, (), 0.0, 0))
-    assert "stored as 320x240" in caplog.text
-    assert frames_in(tmp_path / "odd.avi")[0].shape == (240, 320, 3)
+    for name in ("odd.avi", "odd.mp4"):
+        sink = streamcam.sinks.VideoFileSink(tmp_path / name, 25.0, 321, 241)
+        with sink:
+            sink.write(streamcam.AnnotatedFrame(frame, frame.image, (), 0.0, 0))
+        assert frames_in(tmp_path / name)[0].shape == (241, 321, 3)
+    assert "321x241 is odd-sized: kept exactly with 4:4:4" in caplog.text  # (MJPEG in .avi needs no word)
 
 
 # --- streams and cameras ------------------------------------------------------------

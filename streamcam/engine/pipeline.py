@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..explainer import Explainer
 from ..interrupts import deferred, outputs_open
 from ..plan import plan_outputs
-from ..sinks import Sink, WindowSink, open_routes
+from ..sinks import Sink, VideoFileSink, WindowSink, open_routes
 from ..sources import Source, open_sources
 from ..types import AnnotatedFrame
 from .batcher import Muxer
@@ -52,6 +52,7 @@ class RunSummary:
     stopped_by_user: bool  # the window's q / Esc
     problems: tuple[str, ...] = ()  # what went wrong without stopping the run (truncated file, lost camera)
     frames_by_source: dict[str, int] = field(default_factory=dict)
+    encoders: dict[str, str] = field(default_factory=dict)  # video file -> the encoder that wrote it (libx264...)
 
 
 def annotate(sources: Source | Sequence[Source], explainer: Explainer, batch: int = 8,
@@ -154,7 +155,8 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
         explainer.prepare()
         stack.enter_context(outputs_open())  # from here a Ctrl-C finalises the outputs instead of leaving at once
         with deferred():  # every sink opened is also on the stack, to be closed, before a Ctrl-C lands
-            routes = open_routes(plan, [s.info for s in sources], config.display)
+            routes = open_routes(plan, [s.info for s in sources], config.display, encoding=config.encoding,
+                                 audio={s.info.source_id: s.audio for s in sources})
             for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
                 stack.enter_context(sink)
         return _run(config, explainer, sources, routes, stack)
@@ -216,6 +218,8 @@ def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes:
         stopped_by_user=stopped_by_user,
         problems=tuple(p for s in sources for p in s.problems),
         frames_by_source=counts,
+        encoders={str(sink.path): sink.encoder for sinks in routes.values() for sink in sinks
+                  if isinstance(sink, VideoFileSink)},
     )
 
 
