@@ -11,9 +11,9 @@
   before the frame count its header announces is reported, after every frame
   that did decode.
 - **Live or file** is decided by what the stream is: RTSP, RTMP, UDP, SRT and
-  TCP feeds, and HTTP streams without a known duration, are live (newest frame
-  only, reopened with backoff when they stop); a file, or a finite file served
-  over HTTP, is read once, every frame, to its end.
+  TCP feeds, and HTTP streams of unknown length and duration, are live (newest
+  frame only, reopened with backoff when they stop); a file, or a file served
+  over HTTP (it has a Content-Length), is read once, every frame, to its end.
 - **Decoding** runs on the source's own thread with FFmpeg's frame and slice
   threads; on an NVIDIA GPU through NVDEC (FFmpeg's CUDA hardware decoding)
   where it opens, otherwise in software, silently.
@@ -53,6 +53,7 @@ class AvSource(Source):
         self._target = target
         self._id = source_id
         self._network = network
+        self.files = () if network else (Path(target),)  # what no output may ever be
         self.reconnect_s = LIVE_RECONNECT_S if reconnect_s is None else reconnect_s
         self.skipped = 0  # packets that did not decode
         self._open()
@@ -61,8 +62,7 @@ class AvSource(Source):
             self.close()
             raise InputError(f"{source_id}: no frame could be decoded (is it a video?)")
         image, _ = first
-        scheme = target.split("://", 1)[0].lower() if network else ""
-        live = network and (scheme in LIVE_SCHEMES or self._container.duration is None)
+        live = network and _is_live(target, self._container)
         self._opened_at = time.monotonic()
         video = self._video
         fps = video.average_rate or video.guessed_rate or video.base_rate
@@ -193,6 +193,15 @@ class AvSource(Source):
                 f"{self.info.source_id}: {delivered} of the {self._announced} frames its header announces could be "
                 f"decoded (truncated or corrupt); all {delivered} were processed"
             )
+
+
+def _is_live(url: str, container: Any) -> bool:
+    """A feed (RTSP, RTMP, UDP, SRT, TCP), or an HTTP stream of unknown length and duration, is live;
+    a file served over HTTP (a Content-Length, or a duration) is read once, to its end."""
+    if url.split("://", 1)[0].lower() in LIVE_SCHEMES:
+        return True
+    size = getattr(container, "size", 0) or 0
+    return container.duration is None and size <= 0
 
 
 def _upright(frame: Any) -> np.ndarray:

@@ -49,6 +49,7 @@ DEFAULT_CRF = {"h264": 20, "hevc": 24, "av1": 32, "mjpeg": 3}  # about "looks li
 KEYFRAME_EVERY_S = 1.0  # also the longest fragment, so the most a hard kill can lose
 LIVE_TIME_BASE = Fraction(1, 90_000)  # for sources without one of their own (live, images)
 AUDIO_REENCODE = "aac"  # when the container cannot hold the input's audio codec
+_NAMED_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,18 @@ class Container:
     format: str  # FFmpeg's muxer
     default_codec: str
     options: tuple[tuple[str, str], ...] = ()  # muxer options
+    audio_copied: frozenset[str] | None = None  # sound codecs copied as they are (None: whatever the muxer holds)
 
 
-_FRAGMENTED = (("movflags", "frag_keyframe+empty_moov+default_base_moof"),)
+# Each fragment goes to the disk as soon as it is complete (flush_packets), not when FFmpeg's buffer fills.
+_FRAGMENTED = (("movflags", "frag_keyframe+empty_moov+default_base_moof"), ("flush_packets", "1"))
+_MP4_SOUND = frozenset({"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3"})  # what players take in MP4 (not PCM)
 CONTAINERS = {
-    ".mp4": Container("mp4", "h264", _FRAGMENTED),
-    ".m4v": Container("mp4", "h264", _FRAGMENTED),
-    ".mov": Container("mov", "h264", _FRAGMENTED),
-    ".mkv": Container("matroska", "h264", (("cluster_time_limit", "1000"),)),
-    ".avi": Container("avi", "mjpeg"),
+    ".mp4": Container("mp4", "h264", _FRAGMENTED, _MP4_SOUND),
+    ".m4v": Container("mp4", "h264", _FRAGMENTED, _MP4_SOUND),
+    ".mov": Container("mov", "h264", _FRAGMENTED, _MP4_SOUND),
+    ".mkv": Container("matroska", "h264", (("cluster_time_limit", "1000"), ("flush_packets", "1"))),
+    ".avi": Container("avi", "mjpeg", (("flush_packets", "1"),)),
 }
 
 
@@ -124,7 +128,7 @@ class VideoWriter:
         try:
             self._video = self._open_encoder(width, height, settings)
             self.encoder = self._video.codec_context.name
-            self._audio = self._open_audio(audio) if audio is not None and settings.audio else None
+            self._audio = self._open_audio(audio, container) if audio is not None and settings.audio else None
             # FFmpeg opens the file with its header, not before: from here on it writes to this file,
             # whatever name it is given later (a new recording is renamed into place at its first frame).
             self._output.start_encoding()
@@ -196,13 +200,17 @@ class VideoWriter:
         log.info("%s: %s with %s (%s, %dx%d)", self.name, self.codec, encoder, pix_fmt, width, height)
         return stream
 
-    def _open_audio(self, track: AudioTrack) -> Any:
+    def _open_audio(self, track: AudioTrack, container: Container) -> Any:
         """The input's sound: copied where the container holds its codec, re-encoded to AAC otherwise."""
-        if track.codec in self._output.supported_codecs:
+        copied = self._output.supported_codecs if container.audio_copied is None else container.audio_copied
+        if track.codec in copied:
             stream = self._output.add_stream_from_template(track.stream)
         else:
-            stream = self._output.add_stream(AUDIO_REENCODE, rate=track.stream.codec_context.sample_rate)
-            stream.layout = track.stream.codec_context.layout
+            source = track.stream.codec_context
+            stream = self._output.add_stream(AUDIO_REENCODE, rate=source.sample_rate)
+            # AAC wants a named channel layout ("mono", not "1 channels") and planar floats (PyAV resamples)
+            stream.layout = _NAMED_LAYOUTS.get(source.channels, "stereo")
+            stream.format = "fltp"
             log.info("%s: %s sound re-encoded to %s for %s", self.name, track.codec, AUDIO_REENCODE,
                      self.name.suffix)
         track.claim()
