@@ -26,6 +26,10 @@
    (torch.compile; CUDA graphs on a GPU) at batch 1 and 8, the time the first call
    of each batch shape takes (the compile), and the pipeline on a 640x360 clip
    with and without it.
+1h. Video in and out (issue 13): decode and encode ms per frame of streamcam's
+   FFmpeg reader and writer (PyAV: H.264, fragmented MP4) against OpenCV's
+   VideoCapture and mp4v VideoWriter, and the default pipeline end to end with
+   each pair, at 640x360 and 1280x720.
 2. End to end: fps of the pipeline (``streamcam in.mp4 -o out.mp4``) vs a naive
    one-frame-at-a-time read -> explain -> overlay -> write loop, on the same clip,
    written two ways: with plain torch + OpenCV as a user would without streamcam
@@ -34,7 +38,7 @@
    which isolates what the threads and batching add.
 
     python scripts/bench.py [--device cpu|cuda] [--rounds 5] [--frames 200] [--streams 8]
-        [--sections throughput,methods,backends,stages,live,defaults,compile,e2e]
+        [--sections throughput,methods,backends,stages,live,defaults,compile,videoio,e2e]
 """
 
 from __future__ import annotations
@@ -227,18 +231,20 @@ def stage_times(ex: streamcam.Explainer, rounds: int, seconds: float, frames: in
             out = Path(folder) / "out.mp4"
 
             def decode() -> float:
-                started, count = time.perf_counter(), 0
-                reader = cv2.VideoCapture(str(clip))
-                while reader.read()[0]:
-                    count += 1
+                from streamcam.video_in import open_video_file
+
+                started, source = time.perf_counter(), open_video_file(clip)
+                count = sum(1 for _ in source.frames())
                 return count / (time.perf_counter() - started)
 
             def encode() -> float:
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
+                from streamcam.video_out import VideoWriter
+
                 started = time.perf_counter()
-                for image in images:
-                    writer.write(image)
-                writer.release()
+                writer = VideoWriter(out, size[0], size[1], 30.0)
+                for index, image in enumerate(images):
+                    writer.write(image, index / 30)
+                writer.close()
                 return len(images) / (time.perf_counter() - started)
 
             def render() -> float:
@@ -375,6 +381,121 @@ def defaults(rounds: int, seconds: float, frames: int, sizes: list[tuple[int, in
         cold_folder.cleanup()
 
 
+def video_io(rounds: int, frames: int, sizes: list[tuple[int, int]]) -> None:
+    """FFmpeg through PyAV (streamcam's reader and writer) vs OpenCV's VideoCapture and mp4v VideoWriter:
+    decode and encode ms per frame alone, and the default pipeline end to end with each pair."""
+    import queue
+    import threading
+
+    from streamcam.engine import annotate
+    from streamcam.sinks import VideoFileSink
+    from streamcam.sources import CaptureSource
+    from streamcam.video_in import open_video_file
+    from streamcam.video_out import VideoWriter
+
+    auto = streamcam.Explainer(device="cpu").prepare()
+
+    def opencv_source(clip: Path) -> CaptureSource:
+        capture = cv2.VideoCapture(str(clip))
+        return CaptureSource(lambda: capture, str(clip), live=False)
+
+    def opencv_pipeline(clip: Path, out: Path) -> float:
+        """The pipeline as it was: OpenCV reads, an encoder thread writes mp4v through OpenCV."""
+        source = opencv_source(clip)
+        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), source.info.fps,
+                                 (source.info.width, source.info.height))
+        pending: queue.Queue = queue.Queue(8)
+        encoder = threading.Thread(target=lambda: [writer.write(i) for i in iter(pending.get, None)])
+        encoder.start()
+        started, count = time.perf_counter(), 0
+        for annotated in annotate(source, auto, 8):
+            pending.put(annotated.image)
+            count += 1
+        pending.put(None)
+        encoder.join()
+        writer.release()
+        return count / (time.perf_counter() - started)
+
+    def pyav_pipeline(clip: Path, out: Path) -> float:
+        """streamcam's: PyAV reads, the VideoFileSink writes H.264 (fragmented MP4) on its encoder thread."""
+        source = open_video_file(clip)
+        info = source.info
+        started, count = time.perf_counter(), 0
+        with VideoFileSink(out, info.fps, info.width, info.height, True, info.time_base) as sink:
+            for annotated in annotate(source, auto, 8):
+                sink.write(annotated)
+                count += 1
+        return count / (time.perf_counter() - started)
+
+    print(f"\n## Video in and out: FFmpeg via PyAV {av_version()} (streamcam) vs OpenCV {cv2.__version__} "
+          f"({frames} frames of H.264 input; ms per frame, one thread's view; end to end = defaults, fps)\n")
+    print("| clip | decode OpenCV | decode PyAV | encode OpenCV mp4v (CPU) | encode PyAV H.264 (CPU) "
+          "| end to end OpenCV | end to end PyAV | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        for size in sizes:
+            clip = Path(folder) / f"in_{size[0]}x{size[1]}.mp4"
+            images = [f for f, _ in pan_frames(photo("chelsea"), size, frames)]
+            writer = VideoWriter(clip, size[0], size[1], 30.0)
+            for index, image in enumerate(images):
+                writer.write(image, index / 30)
+            writer.close()
+            out_cv, out_av = Path(folder) / "cv.mp4", Path(folder) / "av.mp4"
+
+            def decode_opencv() -> float:
+                started, source = time.perf_counter(), opencv_source(clip)
+                count = sum(1 for _ in source.frames())
+                return count / (time.perf_counter() - started)
+
+            def decode_pyav() -> float:
+                started, source = time.perf_counter(), open_video_file(clip)
+                count = sum(1 for _ in source.frames())
+                return count / (time.perf_counter() - started)
+
+            def encode_opencv() -> float:
+                started = time.perf_counter()
+                writer = cv2.VideoWriter(str(out_cv), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
+                for image in images:
+                    writer.write(image)
+                writer.release()
+                return len(images) / (time.perf_counter() - started)
+
+            def encode_pyav() -> float:
+                started = time.perf_counter()
+                writer = VideoWriter(out_av, size[0], size[1], 30.0)
+                for index, image in enumerate(images):
+                    writer.write(image, index / 30)
+                writer.close()
+                return len(images) / (time.perf_counter() - started)
+
+            result = interleaved({
+                "decode opencv": decode_opencv, "decode pyav": decode_pyav,
+                "encode opencv": encode_opencv, "encode pyav": encode_pyav,
+                "e2e opencv": lambda: opencv_pipeline(clip, out_cv),
+                "e2e pyav": lambda: pyav_pipeline(clip, out_av),
+            }, rounds)
+            ms = {k: 1000 / v for k, v in result.items()}
+            cpu = {name: cpu_ms_per_frame(work, len(images)) for name, work in
+                   (("opencv", encode_opencv), ("pyav", encode_pyav))}  # every thread's CPU, for the overlap
+            print(f"| {size[0]}x{size[1]} | {ms['decode opencv']:.2f} | {ms['decode pyav']:.2f} "
+                  f"| {ms['encode opencv']:.2f} ({cpu['opencv']:.2f} CPU) | {ms['encode pyav']:.2f} "
+                  f"({cpu['pyav']:.2f} CPU) | {result['e2e opencv']:.1f} "
+                  f"| {result['e2e pyav']:.1f} | {result['e2e pyav'] / result['e2e opencv']:.2f} |")
+
+
+def cpu_ms_per_frame(work: Callable[[], float], frames: int) -> float:
+    """CPU time of the whole process (all its threads) per frame while ``work`` runs."""
+    started = time.process_time()
+    work()
+    return (time.process_time() - started) * 1000 / frames
+
+
+def av_version() -> str:
+    import av
+
+    return av.__version__
+
+
 def _build_seconds(options: dict) -> float:
     started = time.perf_counter()
     streamcam.Explainer(**options).prepare()
@@ -509,7 +630,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="640x360,1280x720", help="clips of the e2e section")
     parser.add_argument("--stage-sizes", default="640x272,1280x720", help="clips of the stages section")
     parser.add_argument("--weights", default=None, help="for --model: a file, or 'random'")
-    parser.add_argument("--sections", default="throughput,methods,backends,stages,live,defaults,compile,e2e")
+    parser.add_argument("--sections", default="throughput,methods,backends,stages,live,defaults,compile,videoio,e2e")
     parser.add_argument("--streams", type=int, default=8, help="live streams at once in the live section")
     parser.add_argument("--live-seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -537,6 +658,8 @@ def main() -> None:
         defaults(args.rounds, args.seconds, args.frames, [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")])
     if "compile" in sections:
         compiled_vs_eager(ex, args.rounds, args.seconds, args.frames)
+    if "videoio" in sections:
+        video_io(args.rounds, args.frames, [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")])
     if "e2e" in sections:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         end_to_end(ex, args.rounds, args.frames, sizes, args.batch)
