@@ -405,7 +405,12 @@ def video_io(rounds: int, frames: int, sizes: list[tuple[int, int]]) -> None:
         writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), source.info.fps,
                                  (source.info.width, source.info.height))
         pending: queue.Queue = queue.Queue(8)
-        encoder = threading.Thread(target=lambda: [writer.write(i) for i in iter(pending.get, None)])
+
+        def encode() -> None:
+            while (image := pending.get()) is not None:
+                writer.write(image)
+
+        encoder = threading.Thread(target=encode)
         encoder.start()
         started, count = time.perf_counter(), 0
         for annotated in annotate(source, auto, 8):
