@@ -231,21 +231,10 @@ def stage_times(ex: streamcam.Explainer, rounds: int, seconds: float, frames: in
             out = Path(folder) / "out.mp4"
 
             def decode() -> float:
-                from streamcam.video_in import open_video_file
-
-                started, source = time.perf_counter(), open_video_file(clip)
-                count = sum(1 for _ in source.frames())
-                return count / (time.perf_counter() - started)
+                return pyav_decode_fps(clip)
 
             def encode() -> float:
-                from streamcam.video_out import VideoWriter
-
-                started = time.perf_counter()
-                writer = VideoWriter(out, size[0], size[1], 30.0)
-                for index, image in enumerate(images):
-                    writer.write(image, index / 30)
-                writer.close()
-                return len(images) / (time.perf_counter() - started)
+                return pyav_encode_fps(out, images)
 
             def render() -> float:
                 started = time.perf_counter()
@@ -391,7 +380,6 @@ def video_io(rounds: int, frames: int, sizes: list[tuple[int, int]]) -> None:
     from streamcam.sinks import VideoFileSink
     from streamcam.sources import CaptureSource
     from streamcam.video_in import open_video_file
-    from streamcam.video_out import VideoWriter
 
     auto = streamcam.Explainer(device="cpu").prepare()
 
@@ -441,10 +429,7 @@ def video_io(rounds: int, frames: int, sizes: list[tuple[int, int]]) -> None:
         for size in sizes:
             clip = Path(folder) / f"in_{size[0]}x{size[1]}.mp4"
             images = [f for f, _ in pan_frames(photo("chelsea"), size, frames)]
-            writer = VideoWriter(clip, size[0], size[1], 30.0)
-            for index, image in enumerate(images):
-                writer.write(image, index / 30)
-            writer.close()
+            pyav_encode_fps(clip, images)
             out_cv, out_av = Path(folder) / "cv.mp4", Path(folder) / "av.mp4"
 
             def decode_opencv() -> float:
@@ -453,9 +438,7 @@ def video_io(rounds: int, frames: int, sizes: list[tuple[int, int]]) -> None:
                 return count / (time.perf_counter() - started)
 
             def decode_pyav() -> float:
-                started, source = time.perf_counter(), open_video_file(clip)
-                count = sum(1 for _ in source.frames())
-                return count / (time.perf_counter() - started)
+                return pyav_decode_fps(clip)
 
             def encode_opencv() -> float:
                 started = time.perf_counter()
@@ -466,12 +449,7 @@ def video_io(rounds: int, frames: int, sizes: list[tuple[int, int]]) -> None:
                 return len(images) / (time.perf_counter() - started)
 
             def encode_pyav() -> float:
-                started = time.perf_counter()
-                writer = VideoWriter(out_av, size[0], size[1], 30.0)
-                for index, image in enumerate(images):
-                    writer.write(image, index / 30)
-                writer.close()
-                return len(images) / (time.perf_counter() - started)
+                return pyav_encode_fps(out_av, images)
 
             result = interleaved({
                 "decode opencv": decode_opencv, "decode pyav": decode_pyav,
@@ -486,6 +464,27 @@ def video_io(rounds: int, frames: int, sizes: list[tuple[int, int]]) -> None:
                   f"| {ms['encode opencv']:.2f} ({cpu['opencv']:.2f} CPU) | {ms['encode pyav']:.2f} "
                   f"({cpu['pyav']:.2f} CPU) | {result['e2e opencv']:.1f} "
                   f"| {result['e2e pyav']:.1f} | {result['e2e pyav'] / result['e2e opencv']:.2f} |")
+
+
+def pyav_decode_fps(clip: Path) -> float:
+    """Frames per second of streamcam's reader (PyAV) over the whole clip."""
+    from streamcam.video_in import open_video_file
+
+    started, source = time.perf_counter(), open_video_file(clip)
+    count = sum(1 for _ in source.frames())
+    return count / (time.perf_counter() - started)
+
+
+def pyav_encode_fps(path: Path, images: list[np.ndarray]) -> float:
+    """Frames per second of streamcam's writer (PyAV, the default H.264) writing ``images`` at 30 fps."""
+    from streamcam.video_out import VideoWriter
+
+    started = time.perf_counter()
+    writer = VideoWriter(path, images[0].shape[1], images[0].shape[0], 30.0)
+    for index, image in enumerate(images):
+        writer.write(image, index / 30)
+    writer.close()
+    return len(images) / (time.perf_counter() - started)
 
 
 def cpu_ms_per_frame(work: Callable[[], float], frames: int) -> float:

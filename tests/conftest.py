@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,49 @@ def make_pan_video(path: Path, fps: float = 29.97, count: int = 24, size: tuple[
 
 def streamcam_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("streamcam-")]
+
+
+class FakeCamera:
+    """Stands in for cv2.VideoCapture on a webcam: delivers ``frames`` frames (one each 10 ms, whatever
+    ``fps`` it reports), then fails (unplugged)."""
+
+    def __init__(self, frames: int, fps: float = 30.0) -> None:
+        self.left = frames
+        self.fps = fps
+
+    def isOpened(self) -> bool:
+        return self.left > 0
+
+    def read(self):
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        time.sleep(0.01)
+        return True, np.full((48, 64, 3), self.left % 256, np.uint8)
+
+    def get(self, prop):
+        return self.fps if prop == cv2.CAP_PROP_FPS else -1
+
+    def release(self) -> None:
+        self.left = 0
+
+
+def fake_cameras(monkeypatch, deliveries: list[int], fps: float = 30.0) -> list[FakeCamera]:
+    """Each opening of the webcam gets the next camera; after the list, a dead one."""
+    import streamcam.sources
+
+    made = []
+
+    def open_camera(*args, **kwargs):
+        camera = FakeCamera(deliveries[len(made)] if len(made) < len(deliveries) else 0, fps)
+        made.append(camera)
+        return camera
+
+    class OpenCV:  # the real cv2 for everything else (the test reads its outputs with it)
+        VideoCapture = staticmethod(open_camera)
+
+        def __getattr__(self, name):
+            return getattr(cv2, name)
+
+    monkeypatch.setattr(streamcam.sources, "cv2", OpenCV())
+    return made

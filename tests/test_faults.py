@@ -25,7 +25,7 @@ from streamcam.engine import annotate
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
-from conftest import TinyGapNet, make_pan_video, streamcam_threads
+from conftest import TinyGapNet, fake_cameras, make_pan_video, streamcam_threads
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -173,48 +173,6 @@ def test_unreachable_stream_fails_within_seconds(capsys, url):
 def test_unsupported_url_scheme(capsys):
     code, err = cli(capsys, "gopher://example.org/video")
     assert code == 2 and "unsupported URL scheme" in err
-
-
-class FakeCamera:
-    """Stands in for cv2.VideoCapture on a webcam: delivers ``frames`` frames, then fails (unplugged)."""
-
-    def __init__(self, frames: int) -> None:
-        self.left = frames
-
-    def isOpened(self) -> bool:
-        return self.left > 0
-
-    def read(self):
-        if self.left <= 0:
-            return False, None
-        self.left -= 1
-        time.sleep(0.01)
-        return True, np.full((48, 64, 3), 100, np.uint8)
-
-    def get(self, prop):
-        return 30.0 if prop == cv2.CAP_PROP_FPS else -1
-
-    def release(self) -> None:
-        self.left = 0
-
-
-def fake_cameras(monkeypatch, deliveries: list[int]) -> list[FakeCamera]:
-    """Each opening of the webcam gets the next camera; after the list, a dead one."""
-    made = []
-
-    def open_camera(*args, **kwargs):
-        camera = FakeCamera(deliveries[len(made)] if len(made) < len(deliveries) else 0)
-        made.append(camera)
-        return camera
-
-    class OpenCV:  # the real cv2 for everything else (the test reads its outputs with it)
-        VideoCapture = staticmethod(open_camera)
-
-        def __getattr__(self, name):
-            return getattr(cv2, name)
-
-    monkeypatch.setattr(streamcam.sources, "cv2", OpenCV())
-    return made
 
 
 def test_unplugged_webcam_retries_then_stops_cleanly(tmp_path, monkeypatch, tiny_explainer):

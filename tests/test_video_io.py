@@ -26,7 +26,7 @@ import streamcam.sources
 from streamcam.demo import pan_frames, photo
 from streamcam.video_in import open_video_file
 
-from conftest import TinyGapNet
+from conftest import TinyGapNet, fake_cameras
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -193,47 +193,8 @@ def test_sound_is_carried_over_in_sync(tmp_path, tiny, suffix, audio_codec, expe
 # --- live sources ------------------------------------------------------------------------------------
 
 
-class FastCamera:
-    """Stands in for a webcam that says 10 fps but delivers ~100 frames a second (so frames are dropped)."""
-
-    def __init__(self, frames: int = 80) -> None:
-        self.left = frames
-
-    def isOpened(self) -> bool:
-        return self.left > 0
-
-    def read(self):
-        if self.left <= 0:
-            return False, None
-        self.left -= 1
-        time.sleep(0.01)
-        return True, np.full((48, 64, 3), self.left % 255, np.uint8)
-
-    def get(self, prop):
-        import cv2
-
-        return 10.0 if prop == cv2.CAP_PROP_FPS else -1
-
-    def release(self) -> None:
-        self.left = 0
-
-
 def test_a_live_recording_with_drops_plays_at_real_speed(tmp_path, monkeypatch):
-    import cv2
-
-    opened = []
-
-    def camera(*args, **kwargs) -> FastCamera:  # one that delivers, then only dead ones (unplugged)
-        opened.append(FastCamera(80 if not opened else 0))
-        return opened[-1]
-
-    class OpenCV:
-        VideoCapture = staticmethod(camera)
-
-        def __getattr__(self, name):
-            return getattr(cv2, name)
-
-    monkeypatch.setattr(streamcam.sources, "cv2", OpenCV())
+    fake_cameras(monkeypatch, [80], fps=10)  # says 10 fps, delivers ~100 frames a second, then is unplugged
     monkeypatch.setattr(streamcam.sources, "LIVE_RECONNECT_S", 0.1)
     torch.manual_seed(0)
     slow = TinyGapNet().eval()
