@@ -112,11 +112,14 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line in this process and return its exit code (the signal handlers are restored after)."""
+    """Run the command line in this process and return its exit code; the signal handlers and the
+    ``streamcam`` logger's configuration (``--debug`` sets it to DEBUG) are restored after."""
     restore = interrupts.install()
+    logging_state = (list(log.handlers), log.level, log.propagate)
     try:
         return _main(argv)
     finally:
+        log.handlers, log.level, log.propagate = logging_state
         restore()
 
 
