@@ -145,10 +145,6 @@ class VideoWriter:
         self._last_time = 0.0
         self.frames = 0
 
-    @property
-    def audio_codec(self) -> str | None:
-        return None if self._audio is None else self._audio.codec_context.name
-
     def write(self, image: np.ndarray, timestamp: float) -> None:
         import av
 
