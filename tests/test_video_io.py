@@ -320,3 +320,12 @@ def test_quality_options_and_their_mistakes(tmp_path, tiny):
                                  *argv], env=ENV, capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_open_source_takes_a_single_path_or_string(tmp_path):
+    clip = make_clip(tmp_path / "in.mp4", [i / 25 for i in range(3)], size=(64, 48))
+    for given in (clip, str(clip), [clip]):
+        with streamcam.open_source(given) as source:
+            assert source.info.source_id == str(clip) and source.info.frame_count == 3
+    (opened,) = streamcam.sources.open_sources(str(clip))
+    opened.close()
