@@ -71,6 +71,15 @@ class OutputFile:
             raise StreamcamError(f"could not move the finished {self.final} into place ({error.strerror or error}); "
                                  f"it is kept as {self.path}") from error
 
+    def finish(self, written: bool, failed: bool) -> bool:
+        """Publish what was written, unless nothing was, or it failed while replacing an old file
+        (then the old one stays whole). Returns whether it was published."""
+        if not written or (failed and self.replace):
+            self.discard()
+            return False
+        self.publish()
+        return True
+
     def discard(self) -> None:
         """Nothing worth keeping was written: remove it, and the folders made for it."""
         if self.in_place:

@@ -17,7 +17,6 @@ from contextlib import nullcontext
 from . import interrupts
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-EXIT_SIGINT, EXIT_SIGTERM = interrupts.exit_code(2), interrupts.exit_code(15)
 TRUST_HELP = ("load a whole pickled model (torch.save(model)) given as --model or --weights: unpickling runs "
               "any code the file holds, so only for files from a source you trust")
 log = logging.getLogger("streamcam")
@@ -227,12 +226,11 @@ def _run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .export import check_opset, export_onnx
+    from .export import export_onnx
     from .models import DEFAULT_MODEL
 
     model = args.model or DEFAULT_MODEL
     output = args.output or str(Path("models") / f"{Path(model.removeprefix('timm:')).stem}.onnx")
-    check_opset(args.opset)
     export_onnx(output, model=model, weights=args.weights, labels=args.labels, layer=args.layer,
                 top_k=args.top_k, opset=args.opset, fp16=args.fp16, overwrite=args.overwrite,
                 trust_model_file=args.trust_model_file)

@@ -236,11 +236,13 @@ def looks_like_file(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def weights_only_loads() -> Iterator[None]:
+def weights_only_loads(forced: bool = True) -> Iterator[None]:
     """Every ``torch.load`` inside the block, ours or a library's (torchvision's downloads
-    default to the full unpickler), loads tensors only: PyTorch's own switch for this."""
+    default to the full unpickler), loads tensors only: PyTorch's own switch for this.
+    ``forced=False`` lifts the switch inside the block (the user's opt-in, for one file)."""
     saved = {key: os.environ.pop(key, None) for key in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    if forced:
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     try:
         yield
     finally:
@@ -269,16 +271,18 @@ def read_checkpoint(path: Path, trust_model_file: bool = False) -> object:
         if not trust_model_file:
             raise InputError(_needs_unpickler(path, error)) from None
     except Exception as error:  # not a zip or pickle at all, truncated...
-        raise InputError(f"cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'unreadable'})") from error
+        raise _unreadable(path, error) from error
     log.warning("loading %s with the full unpickler (%s): it can run code", path, TRUST_FLAG)
-    os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)  # the user's explicit opt-in, for this one file
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with weights_only_loads(forced=False):
+            return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise InputError(f"cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: {error})") from error
-    finally:
-        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+        raise _unreadable(path, error) from error
+
+
+def _unreadable(path: Path, error: Exception) -> InputError:
+    first_line = str(error).splitlines()[0] if str(error) else "unreadable"
+    return InputError(f"cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: {first_line})")
 
 
 def _needs_unpickler(path: Path, error: Exception) -> str:

@@ -192,11 +192,8 @@ class VideoFileSink(Sink):
         except Exception as error:  # noqa: BLE001 - a broken file is not published over an old one
             self._error = self._error or error
         self._writer = None
-        if self.frames_written == 0 or (self._error is not None and self._file.replace):
-            self._file.discard()  # nothing (or a broken replacement): the old file, if any, stays
-            return
-        self._file.publish()
-        log.info("wrote %d frames to %s", self.frames_written, self.path)
+        if self._file.finish(written=self.frames_written > 0, failed=self._error is not None):
+            log.info("wrote %d frames to %s", self.frames_written, self.path)
 
     def _encode(self) -> None:
         while (item := self._frames.get()) is not None:
@@ -237,13 +234,12 @@ class ImageFolderSink(Sink):
         output = OutputFile(path, replaces(identify(path), self.overwrite))
         try:
             data.tofile(output.path)
-            output.publish()
-        except OSError as error:
+        except BaseException as error:
             output.discard()
-            raise StreamcamError(f"cannot write {path}: {error.strerror or error}") from error
-        except BaseException:
-            output.discard()
+            if isinstance(error, OSError):
+                raise StreamcamError(f"cannot write {path}: {error.strerror or error}") from error
             raise
+        output.publish()
         self.images_written += 1
 
 
@@ -310,11 +306,8 @@ class JsonLinesSink(Sink):
             return
         with contextlib.suppress(OSError):  # a write error was already reported once
             self._file.close()
-        if self.records_written == 0 or (self._failed and self._output.replace):
-            self._output.discard()
-            return
-        self._output.publish()
-        log.info("wrote %d records to %s", self.records_written, self.path)
+        if self._output.finish(written=self.records_written > 0, failed=self._failed):
+            log.info("wrote %d records to %s", self.records_written, self.path)
 
 
 def display_available() -> bool:

@@ -74,6 +74,17 @@ class Source(Resource, ABC):
         """Ask a source waiting to reconnect to give up now (any thread may call it)."""
         self._stopping.set()
 
+    def report_shortfall(self, delivered: int, announced: int | None, skipped: int) -> None:
+        """A file that ended before the frame count its header announces is a problem worth saying."""
+        source = self.info.source_id
+        if skipped:
+            log.debug("%s: %d reads or packets failed before the end", source, skipped)
+        if announced is not None and delivered < announced and not self.live:
+            self.problems.append(
+                f"{source}: {delivered} of the {announced} frames its header announces could be decoded "
+                f"(truncated or corrupt); all {delivered} were processed"
+            )
+
 
 class CaptureSource(Source):
     """Anything OpenCV's VideoCapture reads: a video file, a webcam, a network stream.
@@ -115,7 +126,7 @@ class CaptureSource(Source):
                 yield self._frame(index, image)
                 index += 1
                 image = self._read_live() if self.live else self._read_file(index)
-            self._report_shortfall(index)
+            self.report_shortfall(index, self.info.frame_count, self.skipped)
         finally:
             self.close()
 
@@ -139,17 +150,6 @@ class CaptureSource(Source):
                 return None  # a normal end
             self.skipped += 1  # a frame that would not decode: step over it
         return None
-
-    def _report_shortfall(self, delivered: int) -> None:
-        source = self.info.source_id
-        if self.skipped:
-            log.debug("%s: %d read attempts failed before the end", source, self.skipped)
-        expected = self.info.frame_count
-        if expected is not None and delivered < expected:
-            self.problems.append(
-                f"{source}: {delivered} of the {expected} frames its header announces could be decoded "
-                f"(truncated or corrupt); all {delivered} were processed"
-            )
 
     def _read_live(self) -> np.ndarray | None:
         """The next frame; when the device or stream stops, reopen it with backoff, then give up."""
@@ -342,12 +342,7 @@ def _expand_images(paths: Sequence[Path]) -> list[Path] | None:
             videos += 1
     if videos and found:
         raise InputError("images cannot be mixed with videos, streams or webcams: run them separately")
-    twice = first_duplicate([identify(p) for p in found])
-    if twice:
-        first, second = twice[0].named, twice[1].named
-        which = f"{first} is named twice (directly and through its folder)" if first == second else \
-            f"{first} and {second} are the same image"
-        raise InputError(f"{which}: name it once")
+    _refuse_twice(found, "image", "directly and through its folder")
     return None if videos else found
 
 
@@ -359,9 +354,14 @@ def _refuse_duplicates(names: Sequence[str], webcams: Sequence[int]) -> None:
     urls = [n for n in names if "://" in n]
     if len(set(urls)) < len(urls):
         raise InputError(f"{next(u for u in urls if urls.count(u) > 1)} is named twice")
-    twice = first_duplicate([identify(n) for n in names if "://" not in n])
+    _refuse_twice([n for n in names if "://" not in n], "file")
+
+
+def _refuse_twice(paths: Sequence[str | Path], what: str, how: str = "") -> None:
+    """One line naming the first path that is named twice, in any spelling (symlink, hard link, ./x...)."""
+    twice = first_duplicate([identify(p) for p in paths])
     if twice:
-        first, second = twice
-        same = f"{first.named} is named twice" if first.named == second.named else \
-            f"{first.named} and {second.named} are the same file"
-        raise InputError(f"the same input is named twice: {same}; name it once")
+        first, second = twice[0].named, twice[1].named
+        same = f"{first} is named twice{f' ({how})' if how else ''}" if first == second else \
+            f"{first} and {second} are the same {what}"
+        raise InputError(f"{same}: name it once")

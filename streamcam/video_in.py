@@ -35,7 +35,7 @@ import numpy as np
 
 from .audio import AudioTrack
 from .errors import InputError
-from .sources import LIVE_RECONNECT_S, Source, reopen_with_backoff
+from .sources import LIVE_RECONNECT_S, NETWORK_SCHEMES, Source, reopen_with_backoff
 from .types import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -66,16 +66,14 @@ class AvSource(Source):
         live = network and _is_live(target, self._container)
         self._opened_at = time.monotonic()
         video = self._video
-        fps = video.average_rate or video.guessed_rate or video.base_rate
-        fps = float(fps) if fps and float(fps) > 0 else FALLBACK_FPS
         self._announced = int(video.frames) if video.frames and video.frames > 0 else None
         duration = self._container.duration  # microseconds
         self.info = VideoInfo(
             source_id=source_id,
             width=image.shape[1],
             height=image.shape[0],
-            fps=fps,
-            frame_count=None if live else self._announced or (round(duration / 1e6 * fps) if duration else None),
+            fps=self._fps,
+            frame_count=None if live else self._announced or (round(duration / 1e6 * self._fps) if duration else None),
             live=live,
             time_base=None if live else Fraction(video.time_base),
         )
@@ -92,12 +90,14 @@ class AvSource(Source):
         try:
             self._container = _open_container(self._target, **options)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-            raise InputError(self._cannot_open(error)) from error
+            raise InputError(self._cannot_open()) from error
         if not self._container.streams.video:
             self._container.close()
             raise InputError(f"{self._target} has no video stream")
         self._video = self._container.streams.video[0]
         self._video.thread_type = "AUTO"  # FFmpeg's frame and slice threads
+        rate = self._video.average_rate or self._video.guessed_rate or self._video.base_rate
+        self._fps = float(rate) if rate and float(rate) > 0 else FALLBACK_FPS
         audio = self._container.streams.audio[0] if self._container.streams.audio else None
         start = self._container.start_time  # microseconds; the source's time 0
         self._origin = start / 1e6 if start is not None else 0.0
@@ -106,7 +106,7 @@ class AvSource(Source):
         self._decoded: collections.deque = collections.deque()
         self._last_time: float | None = None
 
-    def _cannot_open(self, error: Exception) -> str:
+    def _cannot_open(self) -> str:
         if self._network:
             return f"cannot open the stream {self._target}: unreachable, or not a video stream FFmpeg can read"
         hint = " (an .mp4 cut short loses its index at the end)" if Path(self._target).suffix.lower() in _CUT_SHORT_HINT else ""
@@ -128,7 +128,7 @@ class AvSource(Source):
                 item = self._next_decoded()
                 if item is None and self.live:
                     item = self._reconnect()
-            self._report_shortfall(index)
+            self.report_shortfall(index, self._announced, self.skipped)
         finally:
             self.close()
 
@@ -166,8 +166,7 @@ class AvSource(Source):
         if frame.pts is not None and frame.time_base is not None:
             timestamp = float(frame.pts * frame.time_base) - self._origin
         elif self._last_time is not None:
-            rate = self._video.average_rate or self._video.guessed_rate
-            timestamp = self._last_time + 1.0 / (float(rate) if rate else FALLBACK_FPS)
+            timestamp = self._last_time + 1.0 / self._fps
         else:
             timestamp = 0.0
         self._last_time = timestamp
@@ -185,15 +184,6 @@ class AvSource(Source):
             return self._next_decoded()
 
         return reopen_with_backoff(self, reopen)
-
-    def _report_shortfall(self, delivered: int) -> None:
-        if self.skipped:
-            log.debug("%s: %d packets did not decode", self.info.source_id, self.skipped)
-        if self._announced is not None and delivered < self._announced and not self.live:
-            self.problems.append(
-                f"{self.info.source_id}: {delivered} of the {self._announced} frames its header announces could be "
-                f"decoded (truncated or corrupt); all {delivered} were processed"
-            )
 
 
 def _is_live(url: str, container: Any) -> bool:
@@ -261,8 +251,6 @@ def open_video_file(path: Path) -> AvSource:
 
 
 def open_stream(url: str) -> AvSource:
-    from .sources import NETWORK_SCHEMES
-
     scheme = url.split("://", 1)[0].lower() + "://"
     if scheme not in NETWORK_SCHEMES:
         raise InputError(f"unsupported URL scheme in {url}: streamcam reads {', '.join(s[:-3] for s in NETWORK_SCHEMES)}")

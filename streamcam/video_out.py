@@ -117,7 +117,6 @@ class VideoWriter:
 
         settings = settings or EncoderSettings()
         container = container_for(name or path)
-        self.path = path
         self.name = name or path  # for messages: the final name of a file written under a temporary one
         self.codec = settings.codec or container.default_codec
         self.time_base = time_base or LIVE_TIME_BASE
@@ -143,7 +142,6 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._last_keyframe: float | None = None
         self._last_time = 0.0
-        self.frames = 0
 
     def write(self, image: np.ndarray, timestamp: float) -> None:
         import av
@@ -159,29 +157,25 @@ class VideoWriter:
         if self._last_keyframe is None or timestamp - self._last_keyframe >= KEYFRAME_EVERY_S:
             frame.pict_type = av.video.frame.PictureType.I
             self._last_keyframe = timestamp
-        self._mux(self._video.encode(frame))
+        self._output.mux(self._video.encode(frame))
         self._last_pts, self._last_time = pts, timestamp
-        self.frames += 1
         if self._audio_track is not None:
             self._write_audio(self._audio_track.take_until(timestamp + self._frame_duration))
 
     def close(self) -> None:
         """Flush the encoder (and the sound up to the end of the last frame) and finalise the file."""
         try:
-            self._mux(self._video.encode(None))
+            self._output.mux(self._video.encode(None))
             if self._audio_track is not None:
                 self._write_audio(self._audio_track.take_until(self._last_time + self._frame_duration))
                 if self._audio.codec_context.name != self._audio_track.codec:  # re-encoded: flush it too
-                    self._mux(self._audio.encode(None))
+                    self._output.mux(self._audio.encode(None))
         finally:
             self._output.close()
 
     @property
     def _frame_duration(self) -> float:
         return 1.0 / self.fps if self.fps > 0 else 0.0
-
-    def _mux(self, packets: Any) -> None:
-        self._output.mux(packets)
 
     def _open_encoder(self, width: int, height: int, settings: EncoderSettings) -> Any:
         """A stream on the first of the codec's encoders that opens here (NVENC first, where there is an NVIDIA GPU)."""
@@ -227,12 +221,12 @@ class VideoWriter:
                 packet.pts -= shift
                 packet.dts = None if packet.dts is None else packet.dts - shift
                 packet.stream = self._audio
-                self._mux(packet)
+                self._output.mux(packet)
                 continue
             for frame in self._audio_track.stream.codec_context.decode(packet):
                 frame.pts = round(item.time * frame.sample_rate)
                 frame.time_base = Fraction(1, frame.sample_rate)
-                self._mux(self._audio.encode(frame))
+                self._output.mux(self._audio.encode(frame))
 
 
 def _pixel_format(codec: str, width: int, height: int, path: Path) -> str:

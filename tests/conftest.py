@@ -143,3 +143,20 @@ def fake_cameras(monkeypatch, deliveries: list[int], fps: float = 30.0) -> list[
 
     monkeypatch.setattr(streamcam.sources, "cv2", OpenCV())
     return made
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("streamcam: error:"), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def count_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    return count

@@ -14,7 +14,7 @@ import pytest
 
 from streamcam.cli import main
 
-from conftest import make_pan_video
+from conftest import assert_one_line_error, count_frames, make_pan_video
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,15 +33,6 @@ def clip(tmp_path_factory) -> Path:
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
     code = main(list(argv))
     return code, capsys.readouterr().err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("streamcam: error:"), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_missing_file(capsys, tmp_path):
@@ -111,14 +102,6 @@ def test_demo_needs_no_input(capsys, tmp_path, monkeypatch):
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 80
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
     assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (640, 360)
-
-
-def count_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    return count
 
 
 @pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

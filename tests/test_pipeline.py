@@ -17,7 +17,6 @@ from streamcam.config import ViewOptions
 from streamcam.engine import annotate
 from streamcam.engine.batcher import Muxer
 from streamcam.engine.buffers import END, BoundedQueue, LatestSlot
-from streamcam.config import RunConfig
 from streamcam.plan import OutputPlan, SourceOutputs
 from streamcam.sinks import WindowSink, display_available, open_routes
 from streamcam.sources import Source

@@ -24,7 +24,7 @@ import torch
 import streamcam
 from streamcam.demo import photo
 
-from conftest import TinyGapNet, make_pan_video
+from conftest import TinyGapNet, assert_one_line_error, count_frames, make_pan_video
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -51,19 +51,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def assert_refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("streamcam: error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-def frame_count(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    return count
+    assert_one_line_error(result.returncode, result.stderr, *fragments)
 
 
 @pytest.fixture
@@ -188,7 +176,7 @@ def test_overwrite_replaces_once_finished_and_keeps_the_permissions(tmp_path):
     os.chmod(tmp_path / "out.mp4", 0o640)
     result = streamcam_cli("in.mp4", "-o", "out.mp4", "--overwrite", "--backend", "torch", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert frame_count(tmp_path / "out.mp4") == 7
+    assert count_frames(tmp_path / "out.mp4") == 7
     assert stat.S_IMODE((tmp_path / "out.mp4").stat().st_mode) == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
 
@@ -252,7 +240,7 @@ def test_records_to_standard_output_and_a_reader_that_goes_away(tmp_path):
     err = process.stderr.read()
     assert code == 0, err
     assert "Traceback" not in err and "Error" not in err and "error" not in err
-    assert 1 <= frame_count(tmp_path / "out.mp4") < 300  # it stopped early, its recording finalised
+    assert 1 <= count_frames(tmp_path / "out.mp4") < 300  # it stopped early, its recording finalised
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
