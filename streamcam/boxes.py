@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DEFAULT_BOX_THRESHOLD = 0.2
 EMPTY_BOX = (0, 0, 0, 0)
 
 

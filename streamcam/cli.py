@@ -13,8 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 
-from . import interrupts
+from . import interrupts, phases
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 TRUST_HELP = ("load a whole pickled model (torch.save(model)) given as --model or --weights: unpickling runs "
@@ -28,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .explainers import METHODS
+    from .defaults import METHOD_NAMES
 
     parser = _Parser(
         prog="streamcam",
@@ -52,11 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--labels", help="class names, one a line")
     model.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
     model.add_argument("--layer", help="the module to explain (default: the last block before global pooling)")
-    model.add_argument("--method", default="cam", help=f"explanation method: {', '.join(METHODS)} (default: cam)")
+    model.add_argument("--method", default="cam", help=f"explanation method: {', '.join(METHOD_NAMES)} (default: cam)")
     model.add_argument("--layers", metavar="A,B,C|auto", help="multi-layer grid: the frame once per layer; auto = each stage's output")
     model.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:N")
     model.add_argument("--backend", default="auto",
-                       help="auto (default: onnxruntime for an .onnx model, else torch), torch, onnxruntime")
+                       help="auto (default: per method, the fastest engine that serves it: onnxruntime for CAM and "
+                            "Eigen-CAM on the CPU, torch where gradients or CUDA are needed), torch, onnxruntime")
     model.add_argument("--batch", type=int, default=8, help="frames per inference batch (default 8)")
     model.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
                        help="the model's forward pass (autocast); maps are computed in fp32 (default fp32)")
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_export_parser() -> argparse.ArgumentParser:
-    from .export import DEFAULT_OPSET, OPSETS
+    from .defaults import DEFAULT_OPSET, OPSETS
 
     parser = _Parser(
         prog="streamcam export",
@@ -120,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         log.handlers, log.level, log.propagate = logging_state
         restore()
+        phases.use_terminal(False)
 
 
 def entry() -> None:
@@ -147,6 +150,7 @@ def _main(argv: Sequence[str] | None) -> int:
         except SystemExit as exit_:  # --help, --version, or a usage error already printed
             return int(exit_.code or 0)
         _quiet_opencv(debug)
+        phases.use_terminal(_is_terminal(sys.stderr))
         return _export(args) if exporting else _run(args)
     except KeyboardInterrupt as stop:  # also Terminated (SIGTERM, SIGHUP)
         signum = interrupts.received() or getattr(stop, "signum", 2)
@@ -172,49 +176,49 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .config import RunConfig
+    from .defaults import DEFAULT_MODEL
     from .demo import DEMO_OUTPUT, demo_input
     from .engine import run_config
-    from .models import DEFAULT_MODEL
 
     if args.demo and (args.inputs or args.webcams):
         from .errors import InputError
 
         raise InputError("--demo takes no input: drop the files or --webcam")
+    config = RunConfig(  # every option checked here, before torch loads and before the demo clip is made
+        inputs=tuple(args.inputs),
+        webcams=tuple(args.webcams),
+        output=args.output or (DEMO_OUTPUT if args.demo else None),
+        model=args.model or DEFAULT_MODEL,
+        weights=args.weights,
+        labels=args.labels,
+        layer=args.layer,
+        layers=args.layers,
+        method=args.method,
+        device=args.device,
+        backend=args.backend,
+        batch=args.batch,
+        precision=args.precision,
+        compile=args.compile,
+        top_k=args.top_k,
+        target_class=args.target_class,
+        alpha=args.alpha,
+        boxes=args.boxes,
+        box_threshold=args.box_threshold,
+        smooth=args.smooth,
+        json=args.json,
+        codec=args.codec,
+        crf=args.crf,
+        bitrate=args.bitrate,
+        audio=not args.no_audio,
+        overwrite=args.overwrite,
+        replaceable=(DEMO_OUTPUT,) if args.demo and not args.output else (),  # the demo rewrites its own
+        trust_model_file=args.trust_model_file,
+        display=False if args.no_display else None,
+        progress=_is_terminal(sys.stderr),
+    )
     with demo_input() if args.demo else nullcontext(None) as clip, \
             interrupts.scratch(clip.parent) if clip else nullcontext():
-        config = RunConfig(
-            inputs=(str(clip),) if clip else tuple(args.inputs),
-            webcams=tuple(args.webcams),
-            output=args.output or (DEMO_OUTPUT if args.demo else None),
-            model=args.model or DEFAULT_MODEL,
-            weights=args.weights,
-            labels=args.labels,
-            layer=args.layer,
-            layers=args.layers,
-            method=args.method,
-            device=args.device,
-            backend=args.backend,
-            batch=args.batch,
-            precision=args.precision,
-            compile=args.compile,
-            top_k=args.top_k,
-            target_class=args.target_class,
-            alpha=args.alpha,
-            boxes=args.boxes,
-            box_threshold=args.box_threshold,
-            smooth=args.smooth,
-            json=args.json,
-            codec=args.codec,
-            crf=args.crf,
-            bitrate=args.bitrate,
-            audio=not args.no_audio,
-            overwrite=args.overwrite,
-            replaceable=(DEMO_OUTPUT,) if args.demo and not args.output else (),  # the demo rewrites its own
-            trust_model_file=args.trust_model_file,
-            display=False if args.no_display else None,
-            progress=sys.stderr.isatty(),
-        )
-        summary = run_config(config)
+        summary = run_config(replace(config, inputs=(str(clip),)) if clip else config)
     for problem in summary.problems:
         log.warning("warning: %s", problem)
     saved = f", saved to {', '.join(summary.outputs)}" if summary.outputs else ""
@@ -226,23 +230,28 @@ def _run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .export import export_onnx
-    from .models import DEFAULT_MODEL
+    from .defaults import DEFAULT_MODEL
+    from .preflight import check_export
 
     model = args.model or DEFAULT_MODEL
     output = args.output or str(Path("models") / f"{Path(model.removeprefix('timm:')).stem}.onnx")
-    export_onnx(output, model=model, weights=args.weights, labels=args.labels, layer=args.layer,
-                top_k=args.top_k, opset=args.opset, fp16=args.fp16, overwrite=args.overwrite,
-                trust_model_file=args.trust_model_file)
+    check_export(output, model, args.weights, args.labels, args.opset, args.overwrite)  # before torch loads
+    with phases.phase(f"exporting {model} to {output}"):
+        from .export import export_onnx
+
+        export_onnx(output, model=model, weights=args.weights, labels=args.labels, layer=args.layer,
+                    top_k=args.top_k, opset=args.opset, fp16=args.fp16, overwrite=args.overwrite,
+                    trust_model_file=args.trust_model_file)
     return EXIT_OK
 
 
 class _CurrentStderr(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a message comes (it may have been swapped since)."""
+    """Writes to whatever ``sys.stderr`` is when a message comes (it may have been swapped since),
+    out of the way of a progress bar or phase line on the terminal."""
 
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr
-        super().emit(record)
+        phases.log_write(lambda: super(_CurrentStderr, self).emit(record))
 
 
 def _configure_logging(debug: bool) -> None:
@@ -276,6 +285,13 @@ def _bitrate(text: str) -> int:
     if not 0 < value < 10**11:
         raise argparse.ArgumentTypeError(f"'{text}' is not a sensible bitrate")
     return int(value)
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
 
 
 def _say(line: str) -> None:

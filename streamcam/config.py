@@ -6,12 +6,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from .boxes import DEFAULT_BOX_THRESHOLD
+from .defaults import DEFAULT_BOX_THRESHOLD, DEFAULT_MODEL
 from .errors import InputError
-from .models import DEFAULT_MODEL
+from .preflight import check_run_options
 from .video_out import EncoderSettings
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class RunConfig:
         if any(index < 0 for index in self.webcams):
             raise InputError(f"--webcam takes a camera index (0, 1, ...), not {min(self.webcams)}")
         self.encoding  # checks the codec, crf and bitrate
+        check_run_options(self)  # method, model name, class...: every check that needs no torch
 
     @property
     def encoding(self) -> EncoderSettings:

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .phases import phase
+
 DEMO_OUTPUT = "streamcam-demo.mp4"
 DEMO_SIZE = (640, 360)  # width, height
 DEMO_FPS = 25.0
@@ -76,4 +78,6 @@ def make_demo_clip(path: Path, frames_per_photo: int = 40) -> Path:
 def demo_input() -> Iterator[Path]:
     """Make the demo clip in a temporary folder that is removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="streamcam-demo-") as folder:
-        yield make_demo_clip(Path(folder) / "demo-input.mp4")
+        with phase("making the demo clip from scikit-image's photos"):
+            clip = make_demo_clip(Path(folder) / "demo-input.mp4")
+        yield clip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,12 +10,14 @@ import torch
 from torch import nn
 
 from .backends import OnnxBackend, TorchBackend, choose_backend, is_onnx_file
-from .backends.torch_backend import PRECISIONS
-from .boxes import DEFAULT_BOX_THRESHOLD
 from .errors import InputError
 from .explainers import METHODS, GradCAM, Method, MethodInput, make_method
 from .cache import cached_graph
-from .models import DEFAULT_MODEL, load_model, resolve_labels
+from .defaults import DEFAULT_BOX_THRESHOLD, DEFAULT_MODEL
+from .labels import class_index
+from .models import load_model, resolve_labels
+from .phases import phase
+from .preflight import check_precision
 from .preprocess import Preprocessor
 from .types import Explanation
 
@@ -49,9 +50,7 @@ class Explainer:
         """``trust_model_file`` allows ``model`` or ``weights`` to be a whole pickled model, whose
         loading runs any code it holds: only for files from a source you trust (see :mod:`streamcam.models`)."""
         self.device = resolve_device(device)
-        if precision not in PRECISIONS:
-            raise InputError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
-        self.precision = precision
+        self.precision = check_precision(precision)
         self.compile = compile
         method_instance = make_method(method)
         onnx_file = is_onnx_file(model)
@@ -85,8 +84,9 @@ class Explainer:
         """Make every engine ready: the onnxruntime graph is exported (or found in the cache) here,
         on first use, so that a bad input or output is reported before that wait."""
         if self._loaded is not None and "onnxruntime" not in self.engines:
-            path = cached_graph(self._loaded, self.layer, self.top_k, fp16=self.precision == "fp16")
-            self.engines["onnxruntime"] = OnnxBackend(path, self.device)
+            with phase(f"preparing {self.model_name} for onnxruntime"):
+                path = cached_graph(self._loaded, self.layer, self.top_k, fp16=self.precision == "fp16")
+                self.engines["onnxruntime"] = OnnxBackend(path, self.device)
             self._loaded = None
         return self
 
@@ -172,17 +172,7 @@ class Explainer:
 
     def class_index(self, target: int | str) -> int:
         """Resolve a class id or a label (case-insensitive) to a class id."""
-        if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
-            index = int(target)
-            if not 0 <= index < len(self.labels):
-                raise InputError(f"class {index} is out of range: the model has {len(self.labels)} classes")
-            return index
-        folded = [label.lower() for label in self.labels]
-        if target.lower() in folded:
-            return folded.index(target.lower())
-        close = difflib.get_close_matches(target.lower(), folded, n=3)
-        hint = f" Did you mean {', '.join(repr(self.labels[folded.index(c)]) for c in close)}?" if close else ""
-        raise InputError(f"no class is called '{target}'.{hint} Give a label or a class id.")
+        return class_index(self.labels, target)
 
     def explain(self, frames: Sequence[np.ndarray]) -> Explanation:
         """Explain H x W x 3 uint8 BGR frames (any sizes) as one batch."""

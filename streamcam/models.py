@@ -39,14 +39,14 @@ import torch
 from torch import nn
 
 from .anatomy import Anatomy, probe
+from .defaults import DEFAULT_MODEL
 from .errors import InputError
+from .labels import IMAGENET_CLASSES, imagenet_labels, read_labels
+from .model_names import RANDOM_WEIGHTS, looks_like_file, unknown_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "efficientnet_lite0"
-RANDOM_WEIGHTS = "random"
 TRUST_FLAG = "--trust-model-file"
-CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".safetensors"})
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -175,12 +175,7 @@ def _torchvision_model(name: str, weights: str | Path | None, trust_model_file: 
     import torchvision
 
     if name not in torchvision_classifiers():
-        close = difflib.get_close_matches(name, torchvision_classifiers() + (DEFAULT_MODEL,), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise InputError(
-            f"unknown model '{name}'.{hint} Use a torchvision classifier name (resnet50, vgg16...), "
-            f"timm:NAME for a timm model, or the path of a saved model."
-        )
+        raise unknown_model(name, torchvision_classifiers())
     enum = torchvision.models.get_model_weights(name)
     default = enum.DEFAULT
     transforms = default.transforms()
@@ -228,11 +223,6 @@ def _download_error(name: str, error: Exception) -> InputError:
 
 
 # --- files ------------------------------------------------------------------
-
-
-def looks_like_file(name: str) -> bool:
-    """Whether ``--model`` names a file rather than an architecture."""
-    return Path(name).suffix.lower() in CHECKPOINT_SUFFIXES | {".onnx"} or "/" in name or "\\" in name
 
 
 @contextlib.contextmanager
@@ -358,29 +348,14 @@ def _few(items: list[str], n: int = 5) -> str:
 # --- labels -------------------------------------------------------------------
 
 
-@functools.cache
-def imagenet_labels() -> tuple[str, ...]:
-    """The 1000 ImageNet class names, as shipped inside torchvision (no download)."""
-    from torchvision.models import ResNet50_Weights
-
-    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-
-
 def resolve_labels(labels: str | Path | list[str] | None, classes: int) -> list[str]:
+    """The class names of a model with ``classes`` outputs: the given ones (a list or a labels file),
+    ImageNet's for 1000 classes, else ``class N``."""
     if labels is None:
-        if classes == 1000:
+        if classes == IMAGENET_CLASSES:
             return list(imagenet_labels())
         return [f"class {i}" for i in range(classes)]
-    if isinstance(labels, (str, Path)):
-        path = Path(labels)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise InputError(f"cannot read labels file {path}: {error}") from error
-        labels = [line.strip() for line in lines]
-        while labels and not labels[-1]:
-            labels.pop()
-    labels = list(labels)
+    labels = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     if len(labels) != classes:
         raise InputError(f"{len(labels)} labels given but the model has {classes} classes")
     return labels

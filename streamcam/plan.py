@@ -115,7 +115,7 @@ def run_inputs(config: RunConfig, sources: Sequence[Source]) -> list[FileId]:
 
 def model_files(model: object, weights: object, labels: object) -> list[FileId]:
     """The files a model is read from: a model file, its weights, its labels."""
-    from .models import RANDOM_WEIGHTS, looks_like_file
+    from .model_names import RANDOM_WEIGHTS, looks_like_file
 
     paths: list[str | Path] = []
     if isinstance(model, (str, Path)) and looks_like_file(str(model)):

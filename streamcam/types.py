@@ -6,8 +6,12 @@ import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,12 @@ which need fixed shapes, replay for the partial batches too.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
+
+from ..phases import phase
 
 class LayerTap(nn.Module):
     """``model(x)`` plus the outputs of the named layers: ``(logits, (A_1, A_2, ...))``.
@@ -68,6 +71,7 @@ class CompiledForward:
         self.model = model
         self.mode = "reduce-overhead" if device.type == "cuda" else "default"
         self._taps: dict[tuple[str, ...], tuple[LayerTap, Callable]] = {}
+        self._compiled: set[tuple[tuple[str, ...], int]] = set()  # (layers, batch shape) already compiled
 
     def __call__(self, x: torch.Tensor, layers: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         key = tuple(dict.fromkeys(layers))
@@ -81,7 +85,10 @@ class CompiledForward:
             x = torch.cat([x, x.new_zeros((padding, *x.shape[1:]))])
         if self.mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
-        logits, features = compiled(x)
+        first = (key, x.shape[0]) not in self._compiled
+        with phase(f"compiling the model for batches of {x.shape[0]} (once per size)") if first else nullcontext():
+            logits, features = compiled(x)
+        self._compiled.add((key, x.shape[0]))
         # CUDA graphs reuse their output buffers on the next replay: keep copies.
         copy = (lambda t: t[:size].clone()) if self.mode == "reduce-overhead" else (lambda t: t[:size])
         return copy(logits), {name: copy(feature) for name, feature in zip(key, features)}

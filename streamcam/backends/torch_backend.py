@@ -25,7 +25,7 @@ class ForwardResult:
 
 
 # --precision -> the autocast dtype of the model's forward pass (None: plain fp32)
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # keys: defaults.PRECISION_NAMES
 
 
 class TorchBackend:

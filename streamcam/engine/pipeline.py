@@ -14,22 +14,23 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import RunConfig, ViewOptions
 from ..controls import LiveControls
 from ..errors import InputError
-from ..explainer import Explainer
 from ..interrupts import deferred, outputs_open
+from ..phases import phase
 from ..plan import plan_outputs
-from ..sinks import Sink, VideoFileSink, WindowSink, open_routes
 from ..sources import Source, open_sources
-from ..types import AnnotatedFrame
 from .batcher import Muxer
 from .buffers import END, POLL_S, BoundedQueue, Empty, LatestSlot
-from .render_stage import RenderStage
 from .stages import Failure, join_all, start_stage
-from .worker import InferenceWorker
+
+if TYPE_CHECKING:  # torch loads with the model, after every input and output is checked (see run_config)
+    from ..explainer import Explainer
+    from ..sinks import Sink
+    from ..types import AnnotatedFrame
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ def annotate(sources: Source | Sequence[Source], explainer: Explainer, batch: in
     the stage. ``view`` says how to draw (opacity, smoothing, boxes); ``controls``
     (see :func:`live_controls`) may change the method, class and grid mid-run.
     """
+    from .render_stage import RenderStage
+    from .worker import InferenceWorker
+
     sources = [sources] if isinstance(sources, Source) else list(sources)
     view = view or ViewOptions()
     controls = controls or live_controls(explainer)
@@ -149,10 +153,13 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
     created: a refused or interrupted start leaves nothing behind.
     """
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(s) for s in open_sources(config.inputs, config.webcams)]
+        with phase("opening the inputs"):
+            sources = [stack.enter_context(s) for s in open_sources(config.inputs, config.webcams)]
         plan = plan_outputs(config, sources)  # nothing is created yet
         explainer = explainer or _build_explainer(config)  # checks the model, layer, method, class
         explainer.prepare()
+        from ..sinks import open_routes  # draws with torch: loaded with the model
+
         stack.enter_context(outputs_open())  # from here a Ctrl-C finalises the outputs instead of leaving at once
         with deferred():  # every sink opened is also on the stack, to be closed, before a Ctrl-C lands
             routes = open_routes(plan, [s.info for s in sources], config.display, encoding=config.encoding,
@@ -163,27 +170,33 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
 
 
 def _build_explainer(config: RunConfig) -> Explainer:
-    return Explainer(
-        model=config.model,
-        method=config.method,
-        layer=config.layer,
-        labels=config.labels,
-        device=config.device,
-        top_k=config.top_k,
-        backend=config.backend,
-        weights=config.weights,
-        target_class=config.target_class,
-        layers=config.layers,
-        box_threshold=config.box_threshold,
-        precision=config.precision,
-        compile=config.compile,
-        trust_model_file=config.trust_model_file,
-    )
+    name = config.model if isinstance(config.model, str) else type(config.model).__name__
+    with phase(f"loading {name}"):
+        from ..explainer import Explainer  # and torch with it
+
+        return Explainer(
+            model=config.model,
+            method=config.method,
+            layer=config.layer,
+            labels=config.labels,
+            device=config.device,
+            top_k=config.top_k,
+            backend=config.backend,
+            weights=config.weights,
+            target_class=config.target_class,
+            layers=config.layers,
+            box_threshold=config.box_threshold,
+            precision=config.precision,
+            compile=config.compile,
+            trust_model_file=config.trust_model_file,
+        )
 
 
 def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes: dict[str, list[Sink]],
          stack: contextlib.ExitStack) -> RunSummary:
     """Drain the pipeline into each source's sinks; the caller's ``stack`` closes everything."""
+    from ..sinks import VideoFileSink, WindowSink
+
     started = time.monotonic()
     counts: dict[str, int] = {}
     dropped: dict[str, int] = {}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import InputError
+from ..defaults import METHOD_NAMES
+from ..preflight import method_name
 from .base import ChannelWeightedMethod, Method, MethodInput, normalise_maps
 from .cam import CAM
 from .eigencam import EigenCAM
@@ -18,12 +19,14 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
+# The command line lists and checks the names before torch loads (streamcam.defaults): they must agree.
+if tuple(METHODS) != METHOD_NAMES:
+    raise ImportError(f"streamcam.defaults.METHOD_NAMES {METHOD_NAMES} differs from the methods {tuple(METHODS)}")
+
+
 def make_method(name: str) -> Method:
     """Instantiate the method called ``name``, or raise an InputError listing the known ones."""
-    try:
-        return METHODS[name.lower()]()
-    except KeyError:
-        raise InputError(f"unknown method '{name}': choose one of {', '.join(METHODS)}") from None
+    return METHODS[method_name(name)]()
 
 
 __all__ = [

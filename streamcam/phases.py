@@ -1,0 +1,91 @@
+"""Say what the user is waiting for: never more than a second of silence on stderr.
+
+``with phase("loading resnet50"):`` around every wait a user sits through
+(loading the model, the first-run export, compiling, opening a stream). A phase
+shorter than :data:`QUIET_S` says nothing. A longer one, on a terminal (the
+command line turns this on with :func:`use_terminal`), shows a line with its
+name and elapsed time, redrawn by tqdm until it ends; otherwise (logs, pipes, the
+Python API) it logs ``streamcam: loading resnet50...`` once. Either way its end
+is logged with its duration. Phases may nest: the innermost is shown.
+
+Log lines written while a phase's line (or any tqdm bar) is on the terminal go
+through :func:`log_write`, which clears the line first and redraws it after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+log = logging.getLogger("streamcam")
+
+QUIET_S = 1.0  # a phase shorter than this is not announced
+REDRAW_S = 0.2  # the terminal line's refresh period
+
+_terminal = False
+_lock = threading.Lock()
+_shown: list[Any] = []  # the tqdm lines on screen, innermost phase last
+
+
+def use_terminal(enabled: bool) -> None:
+    """Draw phases as live lines on stderr (the command line, on a terminal) rather than log lines."""
+    global _terminal
+    _terminal = enabled
+
+
+@contextlib.contextmanager
+def phase(what: str) -> Iterator[None]:
+    """Announce ``what`` (e.g. ``"exporting resnet50 for onnxruntime"``) if it lasts over :data:`QUIET_S`."""
+    started = time.monotonic()
+    done = threading.Event()
+    announced = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(what, started, done, announced), name="streamcam-phase",
+                               daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        if announced.is_set():
+            log.info("%s: %.1f s", what, time.monotonic() - started)
+
+
+def _watch(what: str, started: float, done: threading.Event, announced: threading.Event) -> None:
+    if done.wait(QUIET_S):
+        return
+    announced.set()
+    if not _terminal:
+        log.info("%s...", what)
+        return
+    from tqdm import tqdm
+
+    line = tqdm(desc=f"streamcam: {what}", bar_format="{desc}... {elapsed}", file=sys.stderr, leave=False,
+                total=None)
+    line.start_t = started  # elapsed from the phase's start, not from this line's
+    with _lock:
+        _shown.append(line)
+    try:
+        while not done.wait(REDRAW_S):
+            with _lock:
+                if _shown and _shown[-1] is line:
+                    line.refresh()
+    finally:
+        with _lock:
+            _shown.remove(line)
+        line.close()
+
+
+def log_write(write: Callable[[], None]) -> None:
+    """Run ``write`` (a log handler's emit) with tqdm's lines, if any are on screen, out of its way."""
+    tqdm_module = sys.modules.get("tqdm")  # never imported just for this: the start must stay fast
+    if tqdm_module is None:
+        write()
+        return
+    with tqdm_module.tqdm.external_write_mode(file=sys.stderr):
+        write()
