@@ -2,9 +2,23 @@
 
 For each map: upsample (bilinear) to frame size, keep the pixels at or above
 ``threshold * max``, take the largest connected component (8-connected) and box
-it. Boxes are ``(x0, y0, x1, y1)`` in frame pixels, x1/y1 exclusive; a map with
-nothing in it (all zeros) gets ``(0, 0, 0, 0)``. The CAM paper thresholds at
-20 % of the max, the Grad-CAM paper at 15 %.
+it. Boxes are ``(x0, y0, x1, y1)`` in frame pixels, x1/y1 exclusive. The CAM
+paper thresholds at 20 % of the max, the Grad-CAM paper at 15 %.
+
+A box is given only where there is something to box. A map gets no box,
+``EMPTY_BOX`` ``(0, 0, 0, 0)`` in the arrays (``None`` in a :class:`Prediction`,
+``null`` in the JSON records, nothing drawn), when
+
+- it is all zeros (nothing above the threshold);
+- no component dominates: the largest holds at most half
+  (``MIN_DOMINANT_SHARE``) of the kept pixels, so it stands for less than what
+  the map points at (several equal hot spots; two equal ones are a tie);
+- the box would cover more than 90 % (``MAX_BOX_COVER``) of the frame's area:
+  a (nearly) flat map, or a hot region spread over the whole frame, says
+  "everywhere", and a frame-sized box says nothing.
+
+Both mask paths (OpenCV on the host, torch on a device) end in
+:func:`largest_component_box`, where these rules live.
 """
 
 from __future__ import annotations
@@ -16,7 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-EMPTY_BOX = (0, 0, 0, 0)
+EMPTY_BOX = (0, 0, 0, 0)  # "no box" in box arrays; None in a Prediction, null in the records
+MIN_DOMINANT_SHARE = 0.5  # the largest component must hold more than this share of the kept pixels
+MAX_BOX_COVER = 0.9  # a box over more than this share of the frame's area is no box
 
 
 def boxes_from_maps(maps: torch.Tensor | np.ndarray, frame_size: tuple[int, int], threshold: float) -> np.ndarray:
@@ -40,13 +56,29 @@ def boxes_from_maps(maps: torch.Tensor | np.ndarray, frame_size: tuple[int, int]
 
 
 def largest_component_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """The box around the largest 8-connected component of a uint8 mask."""
+    """The box around the largest 8-connected component of a uint8 mask, or ``EMPTY_BOX``.
+
+    ``EMPTY_BOX`` when the mask is empty, when the largest component holds at most
+    ``MIN_DOMINANT_SHARE`` of the mask's pixels, or when its box covers more than
+    ``MAX_BOX_COVER`` of the mask's area (see the module docstring).
+    """
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return EMPTY_BOX
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, w, h = (int(stats[largest, i]) for i in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    largest = int(np.argmax(areas))
+    if areas[largest] <= MIN_DOMINANT_SHARE * int(areas.sum()):
+        return EMPTY_BOX
+    x, y, w, h = (int(stats[1 + largest, i]) for i in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    if w * h > MAX_BOX_COVER * mask.size:
+        return EMPTY_BOX
     return x, y, x + w, y + h
+
+
+def box_or_none(box: Sequence[int]) -> tuple[int, int, int, int] | None:
+    """One box row as plain ints, or ``None`` for ``EMPTY_BOX``: how a :class:`Prediction` says "no box"."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def box_iou(a: Sequence[int], b: Sequence[int]) -> float:

@@ -1,4 +1,4 @@
-"""Drawing: heatmap overlay (torch, on whatever device the frames are), labels and HUD (OpenCV, on the host).
+"""Drawing: heatmap overlay (torch, on whatever device the frames are), labels, boxes, grid and HUD (OpenCV, on the host).
 
 The overlay is ``out = (1 - alpha) * frame + alpha * JET[round(255 * up(M))]`` where
 ``up`` is bilinear upsampling of the feature-resolution map to frame size and
@@ -10,17 +10,15 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .text import Line, TextPlacement, cut_end, draw_block, fit, line_height, name_line, plan_block, prediction_line, text_style
 from .types import Prediction
-
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_WHITE = (255, 255, 255)
-_BLACK = (0, 0, 0)
 
 
 @functools.cache
@@ -68,12 +66,23 @@ class HeatmapOverlay:
 
 
 def draw_predictions(image: np.ndarray, predictions: Sequence[Prediction], explained: int = 0) -> None:
-    """Write "label  score%" lines at the top left, in place; with several, mark the explained one."""
-    scale, thickness = _text_scale(image)
-    y = 0
-    for index, prediction in enumerate(predictions):
-        mark = "> " if len(predictions) > 1 and index == explained else ""
-        y = _label(image, f"{mark}{prediction.label}  {prediction.score * 100:.1f}%", y, scale, thickness)
+    """Write "label  score%" lines at the top left, in place; with several, mark the explained one.
+
+    Lines are shortened to fit the frame's width and take at most half its height
+    (the explained class stays longest): see :mod:`streamcam.text`.
+    """
+    height, width = image.shape[:2]
+    draw_block(image, plan_block(prediction_lines(predictions, explained), height, width))
+
+
+def prediction_lines(predictions: Sequence[Prediction], explained: int = 0, priority: int = 0) -> list[Line]:
+    """One line per prediction, best first; the explained one (marked "> " among several) gets ``priority``."""
+    several = len(predictions) > 1
+    return [
+        prediction_line(p.label, p.score, "> " if several and index == explained else "",
+                        priority if index == explained else priority + 2 + index)
+        for index, p in enumerate(predictions)
+    ]
 
 
 # One colour per explained class (BGR): green, magenta, cyan, orange, white.
@@ -82,7 +91,7 @@ BOX_COLOURS = ((0, 255, 0), (255, 0, 255), (255, 255, 0), (0, 165, 255), (255, 2
 
 def draw_boxes(image: np.ndarray, predictions: Sequence[Prediction]) -> None:
     """Draw each prediction's box (x1, y1 exclusive) with its label, in place; the last drawn is the top class."""
-    scale, thickness = _text_scale(image)
+    _, thickness = text_style(*image.shape[:2])
     for index in reversed(range(len(predictions))):
         box = predictions[index].box
         if box is None or box[2] <= box[0] or box[3] <= box[1]:
@@ -92,41 +101,60 @@ def draw_boxes(image: np.ndarray, predictions: Sequence[Prediction]) -> None:
 
 
 def draw_hud(image: np.ndarray, fps: float, latency: float, dropped: int, method: str = "") -> None:
-    """Write "method | fps | latency | drops" at the bottom left, in place."""
-    scale, thickness = _text_scale(image)
-    text = f"{method + '  ' if method else ''}{fps:.1f} fps  {latency * 1000:.0f} ms  {dropped} dropped"
-    (_, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
-    _label(image, text, image.shape[0] - height - baseline - 8, scale, thickness)
+    """Write "method | fps | latency | drops" at the bottom left, in place (shorter where the frame is narrow)."""
+    height, width = image.shape[:2]
+    numbers = f"{fps:.1f} fps  {latency * 1000:.0f} ms  {dropped} dropped"
+    line = Line((f"{method}  {numbers}" if method else numbers, numbers,
+                 f"{fps:.0f} fps {latency * 1000:.0f} ms {dropped} drop"))
+    scale, thickness = text_style(height, width)
+    draw_block(image, plan_block([line], height, width, top=height - line_height(scale, thickness) - 8))
 
 
-def layer_grid(image: np.ndarray, tiles: Sequence[tuple[str, np.ndarray]], overlay: HeatmapOverlay) -> np.ndarray:
-    """The frame once per (title, map), each tile with its own heatmap, tiled into the frame's size."""
+@dataclass(frozen=True, eq=False)
+class Tile:
+    """One tile of the multi-layer grid: a layer, its map, and its method when not the chosen one."""
+
+    layer: str
+    heatmap: np.ndarray  # (h, w) in [0, 1]
+    method: str | None = None  # e.g. "gradcam" standing in for CAM away from the pooling layer
+
+
+def layer_grid(image: np.ndarray, tiles: Sequence[Tile], overlay: HeatmapOverlay,
+               predictions: Sequence[Prediction] = (), explained: int = 0) -> np.ndarray:
+    """The frame once per tile, each with its layer's heatmap and name, tiled into the frame's size.
+
+    The first tile also lists the predictions (see :func:`tile_labels`).
+    """
     columns = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / columns)
     height, width = image.shape[:2]
     tile_h, tile_w = max(1, height // rows), max(1, width // columns)
     small = cv2.resize(image, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
     canvas = np.zeros_like(image)
-    scale, thickness = _text_scale(small)
-    for index, (title, heatmap) in enumerate(tiles):
+    for index, tile in enumerate(tiles):
         row, column = divmod(index, columns)
-        tile = overlay.blend_host(small, heatmap)
-        _label(tile, title, 0, scale, thickness, right=True)
-        canvas[row * tile_h : (row + 1) * tile_h, column * tile_w : (column + 1) * tile_w] = tile
+        blended = overlay.blend_host(small, tile.heatmap)
+        draw_block(blended, tile_labels(tile_h, tile_w, tile, predictions if index == 0 else (), explained))
+        canvas[row * tile_h : (row + 1) * tile_h, column * tile_w : (column + 1) * tile_w] = blended
     return canvas
 
 
-def _text_scale(image: np.ndarray) -> tuple[float, int]:
-    scale = max(0.4, min(image.shape[:2]) / 720)
-    return scale, max(1, round(scale * 1.5))
+def tile_labels(height: int, width: int, tile: Tile, predictions: Sequence[Prediction] = (),
+                explained: int = 0) -> list[TextPlacement]:
+    """The planned labels of one ``height`` x ``width`` tile, in tile pixels, stacked at its top left.
+
+    The layer's name (kept longest), its method when not the chosen one (on the
+    same line where it fits, else on the next), then the predictions. Each line is
+    shortened to the tile's width; the block takes at most half the tile's height.
+    """
+    lines = [name_line(tile.layer)]
+    if tile.method:
+        scale, thickness = text_style(height, width)
+        joined = f"{tile.layer} ({tile.method})"
+        if fit([joined], width, scale, thickness):
+            lines = [Line((joined,))]
+        else:
+            lines.append(Line((f"({tile.method})", tile.method, *cut_end(tile.method)), priority=2))
+    return plan_block([*lines, *prediction_lines(predictions, explained, priority=1)], height, width)
 
 
-def _label(image: np.ndarray, text: str, top: int, scale: float, thickness: int, right: bool = False) -> int:
-    """White text on a dark box whose top edge is at ``top`` (left or right aligned); returns its bottom edge."""
-    (width, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
-    pad = max(2, round(4 * scale))
-    left = max(0, image.shape[1] - width - 2 * pad) if right else 0
-    bottom = top + height + baseline + 2 * pad
-    cv2.rectangle(image, (left, top), (left + width + 2 * pad, bottom), _BLACK, cv2.FILLED)
-    cv2.putText(image, text, (left + pad, top + pad + height), _FONT, scale, _WHITE, thickness, cv2.LINE_AA)
-    return bottom

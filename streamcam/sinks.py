@@ -247,7 +247,8 @@ class JsonLinesSink(Sink):
     """One JSON object per explained frame, flushed line by line: a crash loses nothing already written.
 
     ``{"frame", "time", "source", "predictions": [{"class_id", "label", "score", "box"}], "dropped", "method", "engine"}``
-    (image sources add ``"file"``). ``path`` ``"-"`` writes to standard output; when
+    (image sources add ``"file"``; ``"box"`` is ``null`` where a class has no box, see
+    :mod:`streamcam.boxes`). ``path`` ``"-"`` writes to standard output; when
     its reader goes away (``| head``) the run ends quietly (:class:`OutputClosed`).
     """
 

@@ -75,7 +75,11 @@ class Explanation:
 
     @functools.cached_property
     def boxes(self) -> np.ndarray:
-        """(B, k, 4) int32 boxes ``x0, y0, x1, y1`` (x1, y1 exclusive) in frame pixels, one per map."""
+        """(B, k, 4) int32 boxes ``x0, y0, x1, y1`` (x1, y1 exclusive) in frame pixels, one per map.
+
+        A map with nothing distinct to box (empty, no dominant hot region, or one
+        covering nearly the whole frame) gets ``(0, 0, 0, 0)``: see :mod:`streamcam.boxes`.
+        """
         from .boxes import boxes_from_maps
 
         out = np.zeros((*self.class_ids.shape, 4), np.int32)
@@ -94,7 +98,7 @@ class Prediction:
     class_id: int
     label: str
     score: float
-    box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in frame pixels (x1, y1 exclusive)
+    box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in frame pixels (x1, y1 exclusive); None: no box
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..boxes import boxes_from_maps
+from ..boxes import box_or_none, boxes_from_maps
 from ..config import ViewOptions
-from ..render import HeatmapOverlay, draw_boxes, draw_predictions, layer_grid
+from ..render import HeatmapOverlay, Tile, draw_boxes, draw_predictions, layer_grid
 from ..types import AnnotatedFrame, Prediction
 from .buffers import END, POLL_S, Empty
 from .worker import ExplainedBatch
@@ -46,28 +46,26 @@ class RenderStage:
         chosen = batch.class_index
         boxes = self._boxes(batch)
         for i, frame in enumerate(batch.frames):
-            if batch.layer_maps:
-                tiles = [
-                    (_tile_title(layer, batch.layer_methods[layer], batch.method), maps[i, chosen])
-                    for layer, maps in batch.layer_maps.items()
-                ]
-                image = layer_grid(frame.image, tiles, self.overlay)
-            elif batch.overlays is not None:
-                image = batch.overlays[i]
-            else:
-                image = self.overlay.blend_host(frame.image, batch.maps[i, chosen])
             predictions = tuple(
                 Prediction(
                     class_id=int(c),
                     label=label,
                     score=float(s),
-                    box=tuple(int(v) for v in boxes[i, j]) if boxes is not None else None,
+                    box=box_or_none(boxes[i, j]) if boxes is not None else None,
                 )
                 for j, (c, label, s) in enumerate(zip(batch.class_ids[i], batch.labels[i], batch.scores[i]))
             )
-            if self.view.draw_boxes and not batch.layer_maps:  # the grid's tiles are not in frame pixels
-                draw_boxes(image, predictions)
-            draw_predictions(image, predictions, chosen)
+            if batch.layer_maps:  # the grid's first tile lists the predictions; its tiles are not in frame pixels
+                tiles = [
+                    Tile(layer, maps[i, chosen], _stand_in(batch.layer_methods[layer], batch.method))
+                    for layer, maps in batch.layer_maps.items()
+                ]
+                image = layer_grid(frame.image, tiles, self.overlay, predictions, chosen)
+            else:
+                image = self._overlay(batch, i)
+                if self.view.draw_boxes:
+                    draw_boxes(image, predictions)
+                draw_predictions(image, predictions, chosen)
             rendered.append(
                 AnnotatedFrame(
                     frame=frame,
@@ -81,6 +79,12 @@ class RenderStage:
             )
         return rendered
 
+    def _overlay(self, batch: ExplainedBatch, i: int) -> np.ndarray:
+        """Frame ``i`` with its explained heatmap: blended on the GPU already, or here."""
+        if batch.overlays is not None:
+            return batch.overlays[i]
+        return self.overlay.blend_host(batch.frames[i].image, batch.maps[i, batch.class_index])
+
     def _boxes(self, batch: ExplainedBatch) -> np.ndarray | None:
         if not self.view.boxes_needed:
             return None
@@ -89,5 +93,6 @@ class RenderStage:
         return boxes_from_maps(batch.maps, batch.frames[0].image.shape[:2], self.view.box_threshold)
 
 
-def _tile_title(layer: str, method: str, chosen: str) -> str:
-    return layer if method == chosen else f"{layer} ({method})"
+def _stand_in(method: str, chosen: str) -> str | None:
+    """The method a grid tile names: the one that made its map, when that is not the chosen one."""
+    return None if method == chosen else method
