@@ -18,14 +18,23 @@ from dataclasses import replace
 from . import interrupts, phases
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-TRUST_HELP = ("load a whole pickled model (torch.save(model)) given as --model or --weights: unpickling runs "
-              "any code the file holds, so only for files from a source you trust")
+TRUST_HELP = ("allow `--model`/`--weights` to be a whole pickled model (`torch.save(model)`): unpickling runs any "
+              "code the file holds, so only for files from a source you trust")
+WEIGHTS_HELP = ("a state dict (`.pth`/`.pt`, plain or under `state_dict`/`model`; DataParallel's `module.` prefix is "
+                "stripped) or a `.safetensors` file; `random` keeps an untrained net. Without it, torchvision/timm "
+                "weights download through those libraries (online only)")
 log = logging.getLogger("streamcam")
 
 
 class _Parser(argparse.ArgumentParser):
+    """One-line usage errors; help texts are written once, for ``--help`` and README's option tables alike
+    (``scripts/options_table.py``): the backticks that mark code there are dropped on the terminal."""
+
     def error(self, message: str) -> None:  # one line, not usage + message
         self.exit(EXIT_USAGE, f"streamcam: error: {message} (see streamcam --help)\n")
+
+    def format_help(self) -> str:
+        return super().format_help().replace("`", "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,52 +46,87 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples: streamcam --webcam 0 | streamcam in.mp4 -o out.mp4 | streamcam a.jpg photos/ -o annotated/ | "
         "streamcam --demo | streamcam export --model resnet50 -o models/resnet50.onnx",
     )
-    parser.add_argument("inputs", nargs="*",
-                        help="video files and network stream URLs (rtsp://, http://...), explained side by side; "
-                             "or image files and folders")
+    parser.add_argument(
+        "inputs", nargs="*", metavar="INPUT",
+        help="video files (anything FFmpeg reads) and stream URLs (`rtsp://`, `http://`, ...), any number, explained "
+             "side by side; or image files and folders (non-recursive)")
     parser.add_argument("--webcam", type=int, metavar="N", action="append", dest="webcams", default=[],
-                        help="explain webcam number N, live (repeat for several)")
-    parser.add_argument("--demo", action="store_true", help="explain a built-in clip (made from real photos) and write streamcam-demo.mp4")
-    parser.add_argument("-o", "--output", help="annotated video file (.mp4, .avi, ...), or for images a folder; "
-                                               "with several sources a pattern such as out_{source}.mp4")
+                        help="webcam number N, live; repeat for several")
+    parser.add_argument(
+        "--demo", action="store_true",
+        help="no input needed: a clip made at run time from real photos; writes `streamcam-demo.mp4`, rewritten on "
+             "each run (or `-o`, which like every other output is not replaced without `--overwrite`)")
+    parser.add_argument(
+        "-o", "--output", metavar="PATH",
+        help="video file for video input (`.mp4`, `.avi`, `.mkv`, `.mov`, `.m4v`; missing folders are created), a "
+             "folder for image input (images keep their names); with several sources a pattern with `{source}` "
+             "(e.g. `out_{source}.mp4`: `out_a.mp4`, `out_webcam0.mp4`, ...)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing output files, once their replacement is complete (never an input)")
+                        help="replace existing output files (refused otherwise), each only once its replacement is "
+                             "complete; never an input")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default=None, help="efficientnet_lite0 (default), a torchvision name (resnet50...), timm:NAME, or a saved model file")
-    model.add_argument("--weights", help="a state dict (.pth, .pt) or .safetensors file; 'random' keeps an untrained net")
-    model.add_argument("--labels", help="class names, one a line")
+    model.add_argument(
+        "--model", metavar="NAME",
+        help="`efficientnet_lite0` (default), a torchvision classifier (`resnet18`, `resnet50`, `vgg16`, `googlenet`, "
+             "`mobilenet_v3_large`, `convnext_tiny`, ...), `timm:NAME`, an exported `.onnx` graph, or a whole saved "
+             "model (`torch.save(model)`) with `--trust-model-file`")
+    model.add_argument("--weights", metavar="FILE", help=WEIGHTS_HELP)
     model.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
-    model.add_argument("--layer", help="the module to explain (default: the last block before global pooling)")
-    model.add_argument("--method", default="cam", help=f"explanation method: {', '.join(METHOD_NAMES)} (default: cam)")
-    model.add_argument("--layers", metavar="A,B,C|auto", help="multi-layer grid: the frame once per layer; auto = each stage's output")
-    model.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:N")
-    model.add_argument("--backend", default="auto",
-                       help="auto (default: per method, the fastest engine that serves it: onnxruntime for CAM and "
-                            "Eigen-CAM on the CPU, torch where gradients or CUDA are needed), torch, onnxruntime")
-    model.add_argument("--batch", type=int, default=8, help="frames per inference batch (default 8)")
-    model.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
-                       help="the model's forward pass (autocast); maps are computed in fp32 (default fp32)")
+    model.add_argument("--labels", metavar="FILE",
+                       help="class names, one a line (as many as the model has classes); default: ImageNet's for "
+                            "1000-class models, `class N` otherwise")
+    model.add_argument("--layer", metavar="NAME",
+                       help="the module to explain; default: the last block before global pooling, found "
+                            "automatically. A wrong name lists the candidates")
+    model.add_argument("--method", default="cam", metavar="NAME",
+                       help=f"{', '.join(f'`{m}`' for m in METHOD_NAMES)}; default `cam` (see Methods in README)")
+    model.add_argument("--layers", metavar="A,B,C|auto",
+                       help="multi-layer grid: the frame once per layer, each with that layer's heatmap and name (the "
+                            "first tile also lists the classes); `auto` = the output of each of the last four stages "
+                            "(e.g. `layer1`..`layer4` of a ResNet)")
+    model.add_argument("--top-k", type=int, default=1, metavar="K",
+                       help="explain the K most likely classes (default 1; all are listed, the heatmap shows the "
+                            "first)")
+    model.add_argument("--class", dest="target_class", metavar="NAME|ID",
+                       help="explain this class (label, case-insensitive, or id) instead of the top ones")
+    model.add_argument("--batch", type=int, default=8, metavar="N",
+                       help="frames per inference batch (default 8), taken from all sources together; live sources "
+                            "never wait for a batch to fill")
+    model.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), metavar="P",
+                       help="`fp32` (default), `fp16` or `bf16`: the model's forward pass under autocast; the maps' "
+                            "maths stays fp32")
     model.add_argument("--compile", action="store_true",
-                       help="torch engine: compile the forward pass (torch.compile; CUDA graphs on a GPU); "
-                            "each batch size compiles once, on first use")
-    model.add_argument("--top-k", type=int, default=1, help="explain the K most likely classes (default 1)")
-    model.add_argument("--class", dest="target_class", metavar="NAME|ID", help="explain this class instead of the top ones")
+                       help="torch engine: run the forward passes that need no gradients (CAM, Eigen-CAM) through "
+                            "`torch.compile`, with CUDA graphs on a GPU; each batch size compiles once, on first use")
+    model.add_argument("--device", default="auto", help="`auto` (default: CUDA if present), `cpu`, `cuda`, `cuda:N`")
+    model.add_argument("--backend", default="auto",
+                       help="`auto` (default): per method, the fastest engine that can serve it (see Engines in "
+                            "README); `torch`, `onnxruntime` force one")
     view = parser.add_argument_group("view")
-    view.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity, 0 to 1 (default 0.5)")
-    view.add_argument("--boxes", action="store_true", help="box each explained class's largest hot region")
+    view.add_argument("--alpha", type=float, default=0.5, metavar="A", help="heatmap opacity, 0 to 1 (default 0.5)")
+    view.add_argument("--boxes", action="store_true",
+                      help="draw, for each explained class, a box around its heatmap's largest hot region (top class "
+                           "green, then magenta, cyan, orange, white); a class with no distinct hot region gets none")
     view.add_argument("--box-threshold", type=float, default=0.2, metavar="F",
-                      help="keep pixels at or above F x the map's max for boxes (default 0.2, CAM paper; Grad-CAM paper 0.15)")
+                      help="a box keeps the pixels at or above F x the map's max (default 0.2, as the CAM paper; the "
+                           "Grad-CAM paper used 0.15)")
     view.add_argument("--smooth", type=float, default=0.0, metavar="S",
-                      help="temporal smoothing of the heatmaps, 0 (off, default) to 1 (exclusive); resets on cuts and class changes")
-    view.add_argument("--json", metavar="FILE", help="one JSON line per explained frame (classes, scores, boxes); "
-                                                     "- for standard output")
-    view.add_argument("--no-display", action="store_true", help="never open a window")
+                      help="temporal smoothing of the heatmaps, 0 (off, default) to below 1: "
+                           "`M'_t = S M'_{t-1} + (1 - S) M_t` per source and class; restarts on cuts and class changes")
+    view.add_argument("--json", metavar="FILE",
+                      help="one JSON line per explained frame (classes, scores, boxes), flushed line by line; one "
+                           "file for all sources, or one each with `{source}` in the name; `-` writes them to "
+                           "standard output")
+    view.add_argument("--no-display", action="store_true",
+                      help="never open a window (it is off anyway where there is no display)")
     video = parser.add_argument_group("video files")
-    video.add_argument("--codec", choices=("h264", "hevc", "av1", "mjpeg"),
-                       help="h264 (default; mjpeg for .avi), hevc, av1, mjpeg; NVENC on an NVIDIA GPU where present")
+    video.add_argument("--codec", choices=("h264", "hevc", "av1", "mjpeg"), metavar="C",
+                       help="`h264` (default; `mjpeg` for `.avi`), `hevc`, `av1`, `mjpeg`; on NVENC where an NVIDIA "
+                            "GPU has it")
     video.add_argument("--crf", type=int, metavar="Q",
-                       help="constant quality, lower is better (default: h264 20, hevc 24, av1 32, mjpeg 3)")
-    video.add_argument("--bitrate", type=_bitrate, metavar="RATE", help="bits per second instead of --crf, e.g. 4M or 800k")
+                       help="constant quality, lower is better (defaults: h264 20, hevc 24, av1 32, mjpeg 3)")
+    video.add_argument("--bitrate", type=_bitrate, metavar="RATE",
+                       help="bits per second (`4M`, `800k`) instead of `--crf`")
     video.add_argument("--no-audio", action="store_true", help="leave the input's sound out of the video file")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")

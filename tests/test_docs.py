@@ -1,0 +1,34 @@
+"""README says what the code does: its option tables are the parsers' own help texts."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_option_tables_are_generated_from_the_parsers():
+    tables = load_script("options_table")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = [match["command"] for match in tables.BLOCK.finditer(readme)]
+    assert commands == list(tables.parsers())  # one table per command, none missing
+    assert tables.render(readme) == readme, "README.md's option tables are stale: run python scripts/options_table.py"
+
+
+def test_every_option_is_in_its_table():
+    tables = load_script("options_table")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = {match["command"]: match["table"] for match in tables.BLOCK.finditer(readme)}
+    for command, parser in tables.parsers().items():
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help", "--version"):
+                    assert f"`{option}" in blocks[command] or f", {option}" in blocks[command], (command, option)
