@@ -22,7 +22,8 @@ TRUST_HELP = ("allow `--model`/`--weights` to be a whole pickled model (`torch.s
               "code the file holds, so only for files from a source you trust")
 WEIGHTS_HELP = ("a state dict (`.pth`/`.pt`, plain or under `state_dict`/`model`; DataParallel's `module.` prefix is "
                 "stripped) or a `.safetensors` file; `random` keeps an untrained net. Without it, torchvision/timm "
-                "weights download through those libraries (online only)")
+                "weights come from those libraries' caches, or download through them when online; offline, one line "
+                "names the file to fetch and the `--weights` to pass")
 log = logging.getLogger("streamcam")
 
 

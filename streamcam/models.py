@@ -15,6 +15,10 @@ Names resolve as follows:
 
 ``weights="random"`` keeps a named architecture's random initialisation.
 
+Offline (see :mod:`streamcam.hub`): a copy of the weights in the library's local cache
+loads without any network attempt; without one, a short probe of the host replaces the
+libraries' retries and banners, and the error names the file and the ``--weights`` way round.
+
 Loading never runs code from a file: state dicts load with ``weights_only=True``
 (and every ``torch.load`` inside torchvision or timm is forced to do the same
 while a model loads), ``.safetensors`` files hold tensors only, and a file that
@@ -30,6 +34,7 @@ import logging
 import os
 import pickle
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import hub
 from .anatomy import Anatomy, probe
 from .defaults import DEFAULT_MODEL
 from .errors import InputError
@@ -76,7 +82,8 @@ def load_model(
     ``model`` or ``weights``: unpickling runs whatever code the file holds, so
     only for files from a source you trust.
     """
-    with weights_only_loads():
+    # A library's download banner (torch.hub writes it to stdout) goes to stderr: stdout may carry `--json -`.
+    with weights_only_loads(), contextlib.redirect_stdout(sys.stderr):
         if isinstance(model, nn.Module):
             module, name = model, type(model).__name__
             if weights is not None and weights != RANDOM_WEIGHTS:
@@ -181,10 +188,13 @@ def _torchvision_model(name: str, weights: str | Path | None, trust_model_file: 
     transforms = default.transforms()
     preprocessing = (transforms.crop_size[0], tuple(transforms.mean), tuple(transforms.std))
     if weights is None:
+        source = hub.torchvision_weights(name, default)
+        if source.cached is None:  # torch.hub loads a cached file without the network
+            _require_network(source)
         try:
             module = torchvision.models.get_model(name, weights=default)
-        except Exception as error:  # no network, broken cache...
-            raise _download_error(name, error) from error
+        except Exception as error:  # the download failed after all, broken cache...
+            raise _download_error(name, error, source) from error
     else:
         module = torchvision.models.get_model(name, weights=None)
         if weights != RANDOM_WEIGHTS:
@@ -200,10 +210,16 @@ def _timm_model(name: str, weights: str | Path | None, trust_model_file: bool = 
         hint = f" Did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
         raise InputError(f"unknown timm model '{name}'.{hint}")
     if weights is None:
+        source = hub.timm_weights(name)
+        overlay = None
+        if source is not None and source.cached is not None:  # timm's own switch: load this file, no hub
+            overlay = {"file": str(source.cached)}
+        elif source is not None:
+            _require_network(source)
         try:
-            return timm.create_model(name, pretrained=True)
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
         except Exception as error:
-            raise _download_error(f"timm:{name}", error) from error
+            raise _download_error(f"timm:{name}", error, source) from error
     module = timm.create_model(name, pretrained=False)
     return module if weights == RANDOM_WEIGHTS else _apply_weights(module, Path(weights), trust_model_file)
 
@@ -215,10 +231,23 @@ def _timm_preprocessing(module: nn.Module) -> tuple | None:
     return cfg["input_size"][-1], tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
 
 
-def _download_error(name: str, error: Exception) -> InputError:
+def _require_network(source: hub.HubWeights) -> None:
+    """Return if ``source`` can be downloaded now; else fail at once, naming the ``--weights`` way round."""
+    problem = hub.network_problem(source)
+    if problem:
+        raise InputError(
+            f"no network to download the pretrained weights of {source.model} ({problem}): "
+            f"{hub.weights_alternative(source)}, or --weights {RANDOM_WEIGHTS} for an untrained net"
+        )
+
+
+def _download_error(name: str, error: Exception, source: hub.HubWeights | None = None) -> InputError:
+    """One line for a download or load that failed inside torchvision or timm."""
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    way_round = f"{hub.weights_alternative(source)}, or" if source is not None else "pass --weights FILE, or"
     return InputError(
-        f"could not get the pretrained weights of {name} ({type(error).__name__}: {error}). "
-        f"Pass --weights FILE, or --weights {RANDOM_WEIGHTS} for an untrained net."
+        f"could not get the pretrained weights of {name} ({type(error).__name__}: {first_line}): "
+        f"{way_round} --weights {RANDOM_WEIGHTS} for an untrained net"
     )
 
 
