@@ -253,11 +253,13 @@ def _read_image_or_skip(path: Path) -> np.ndarray | None:
         return None
 
 
-def open_sources(inputs: Sequence[str | Path] = (), webcams: Sequence[int] = ()) -> list[Source]:
+def open_sources(inputs: str | Path | Sequence[str | Path] = (), webcams: int | Sequence[int] = ()) -> list[Source]:
     """Open everything the user named: image files and folders (together, one source), or any
     number of video files, stream URLs and webcams (one source each, explained side by side)."""
-    if isinstance(inputs, (str, Path)):
+    if isinstance(inputs, (str, Path)):  # one path or URL, as a user's first try passes it
         inputs = [inputs]
+    if isinstance(webcams, int):
+        webcams = [webcams]
     if not inputs and not webcams:
         raise InputError("nothing to explain: give a video, images, a folder, a URL, --webcam N or --demo")
     names = [str(i) for i in inputs]

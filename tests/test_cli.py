@@ -104,7 +104,7 @@ def test_demo_needs_no_input(capsys, tmp_path, monkeypatch):
     assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (640, 360)
 
 
-@pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_interrupted_recording_is_playable(tmp_path, signum, expected):
     source = make_pan_video(tmp_path / "long.mp4", count=1500, size=(320, 240))
     out = tmp_path / "out.mp4"

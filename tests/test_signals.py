@@ -129,6 +129,7 @@ def moments(total: float, count: int) -> list[float]:
     return [total * 1.05 * i / (count - 1) for i in range(count)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, expected, count", [
     (signal.SIGINT, 130, 12),
     (signal.SIGTERM, 143, 8),
@@ -147,6 +148,7 @@ def test_a_signal_at_any_moment(timed_run, signum, expected, count):
     assert any(not (o.folder / "out.mp4").exists() for o in landed)  # start-up
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_only_shortens_the_wait(timed_run):
     folder, total = timed_run
     delays = moments(total, 6)
@@ -155,6 +157,7 @@ def test_a_second_ctrl_c_only_shortens_the_wait(timed_run):
             check(outcome, 130)
 
 
+@pytest.mark.slow
 def test_a_signal_during_the_first_run_export_leaves_no_half_graph(timed_run, tmp_path):
     folder, total = timed_run
     # With an empty cache the run exports the model first; sweep over that longer start-up.
@@ -165,6 +168,18 @@ def test_a_signal_during_the_first_run_export_leaves_no_half_graph(timed_run, tm
         graphs = outcome.folder / "cache" / "graphs"
         entries = sorted(p.name for p in graphs.iterdir()) if graphs.exists() else []
         assert all(name.endswith(".onnx") and not name.startswith(".") for name in entries), entries
+
+
+@pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_start_up_leaves_nothing(tmp_path, signum, expected):
+    """The quick check of the sweeps above (``-m slow``): a signal while torch and the model load."""
+    make_pan_video(tmp_path / "in.mp4", count=10, size=(160, 120))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    outcome = run_and_signal(folder, 0.3, [signum])
+    assert outcome.sent and outcome.code == expected, outcome.err
+    assert not any(mark in outcome.err for mark in NATIVE_CRASH), outcome.err
+    assert list(folder.iterdir()) == []  # no output, no partial file
 
 
 # --- the rules, in this process -----------------------------------------------------------

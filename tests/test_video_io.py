@@ -245,29 +245,30 @@ def test_the_recording_plays_in_a_browser(tmp_path, tiny):
     assert played["d"] == pytest.approx(1.0, abs=0.05)
 
 
-def test_a_hard_kill_leaves_a_file_that_plays(tmp_path):
+@pytest.mark.parametrize("kill_after", [pytest.param(40, marks=pytest.mark.slow), 120,
+                                        pytest.param(250, marks=pytest.mark.slow)])
+def test_a_hard_kill_leaves_a_file_that_plays(tmp_path, kill_after):
     """kill -9 at several moments: the .mp4 plays and holds every frame handed to it more than a fragment ago."""
     fps = 25
     make_clip(tmp_path / "long.mp4", [i / fps for i in range(900)], size=(320, 240))
-    for kill_after in (40, 120, 250):
-        folder = tmp_path / f"kill-{kill_after}"
-        folder.mkdir()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamcam", "../long.mp4", "-o", "out.mp4", "--json", "-", "--batch", "2",
-             "--backend", "torch"], cwd=folder, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            records = [json.loads(process.stdout.readline()) for _ in range(kill_after)]
-            process.send_signal(signal.SIGKILL)
-            process.wait(30)
-        finally:
-            process.kill()
-        saved = video_facts(folder / "out.mp4")["times"]
-        # at most a fragment (1 s), the encoder's queue (8) and x264's look-ahead behind what was handed over
-        assert len(saved) >= kill_after - fps - 8 - 20, (kill_after, len(saved))
-        assert np.allclose(saved, [r["time"] for r in records[: len(saved)]], atol=1e-6)  # the same frames, in order
-        if CHROMIUM is not None:
-            played = plays_in_chromium(folder / "out.mp4")
-            assert played["event"] == "loadeddata" and played["w"] == 320, played
+    folder = tmp_path / f"kill-{kill_after}"
+    folder.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamcam", "../long.mp4", "-o", "out.mp4", "--json", "-", "--batch", "2",
+         "--backend", "torch"], cwd=folder, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        records = [json.loads(process.stdout.readline()) for _ in range(kill_after)]
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        process.kill()
+    saved = video_facts(folder / "out.mp4")["times"]
+    # at most a fragment (1 s), the encoder's queue (8) and x264's look-ahead behind what was handed over
+    assert len(saved) >= kill_after - fps - 8 - 20, (kill_after, len(saved))
+    assert np.allclose(saved, [r["time"] for r in records[: len(saved)]], atol=1e-6)  # the same frames, in order
+    if CHROMIUM is not None:
+        played = plays_in_chromium(folder / "out.mp4")
+        assert played["event"] == "loadeddata" and played["w"] == 320, played
 
 
 # --- network ------------------------------------------------------------------------------------------
@@ -329,3 +330,12 @@ def test_open_source_takes_a_single_path_or_string(tmp_path):
             assert source.info.source_id == str(clip) and source.info.frame_count == 3
     (opened,) = streamcam.sources.open_sources(str(clip))
     opened.close()
+
+
+def test_open_sources_takes_a_single_webcam_index(monkeypatch):
+    from conftest import fake_cameras
+
+    fake_cameras(monkeypatch, [3])
+    (camera,) = streamcam.sources.open_sources(webcams=0)
+    with camera:
+        assert camera.live and camera.info.source_id == "webcam:0"
