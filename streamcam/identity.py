@@ -74,7 +74,10 @@ def identify(path: str | os.PathLike[str]) -> FileId:
     try:
         status = os.stat(real)
     except OSError:
-        return FileId(named, real, None, None)
+        try:  # /proc/self/fd/N of a pipe resolves to a name ("pipe:[123]") that only the link itself reaches
+            status = os.stat(os.path.expanduser(named))
+        except OSError:
+            return FileId(named, real, None, None)
     return FileId(named, real, (status.st_dev, status.st_ino), status.st_mode)
 
 

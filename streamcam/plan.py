@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ def check_outputs(outputs: Sequence[FileId], inputs: Sequence[FileId], overwrite
         raise InputError(f"{first} and {second} are the same file: give each output its own name")
     for output, allowed in zip(outputs, overwrite):
         replaces(output, allowed)
-    for folder in dict.fromkeys(o.real.parent for o in outputs if not o.is_special):
+    for folder in dict.fromkeys(o.real.parent for o in outputs if not (o.is_special and o.exists)):
         check_writable_folder(folder)
 
 
@@ -188,12 +189,19 @@ def check_image_folder(folder: FileId, inputs: Sequence[FileId]) -> None:
 
 
 def check_writable_folder(folder: Path) -> None:
-    """The folder exists and is writable, or can be made: its nearest existing parent is a writable folder."""
+    """The folder exists and is writable, or can be made: its nearest existing parent is a writable folder.
+
+    Tried for real (a folder made and removed at once): permission bits do not tell, for root, about
+    read-only mounts or places such as ``/proc`` where nothing can be created.
+    """
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
         raise InputError(f"cannot write into {folder}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write into {folder}: {existing} is not writable")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".streamcam-probe-", dir=existing))
+    except OSError as error:
+        raise InputError(f"cannot write into {folder}: nothing can be created in {existing} "
+                         f"({error.strerror or error})") from None
 
 
 def image_targets(folder: Path, images: Sequence[Path]) -> dict[str, Path]:

@@ -243,6 +243,17 @@ def test_records_to_standard_output_and_a_reader_that_goes_away(tmp_path):
     assert 1 <= count_frames(tmp_path / "out.mp4") < 300  # it stopped early, its recording finalised
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_records_to_a_pipe_named_through_proc(tmp_path):
+    """``--json /proc/self/fd/2`` with stderr a pipe: the link leads to "pipe:[N]", written in place."""
+    make_pan_video(tmp_path / "in.mp4", count=3, size=(64, 48))
+    result = streamcam_cli("in.mp4", "--json", "/proc/self/fd/2", "--backend", "torch", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    assert list(tmp_path.iterdir()) == [tmp_path / "in.mp4"]
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_write_error_is_one_line_naming_the_file(tmp_path):
     make_pan_video(tmp_path / "in.mp4", count=4)
