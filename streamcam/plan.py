@@ -163,8 +163,9 @@ def check_outputs(outputs: Sequence[FileId], inputs: Sequence[FileId], overwrite
         raise InputError(f"{first} and {second} are the same file: give each output its own name")
     for output, allowed in zip(outputs, overwrite):
         replaces(output, allowed)
-    for folder in dict.fromkeys(o.real.parent for o in outputs if not (o.is_special and o.exists)):
-        check_writable_folder(folder)
+    folders = {o.real.parent: o.named for o in reversed(outputs) if not (o.is_special and o.exists)}
+    for folder, named in folders.items():  # each folder once, named by its first output
+        check_writable_folder(folder, named)
 
 
 def replaces(output: FileId, overwrite: bool) -> bool:
@@ -188,19 +189,20 @@ def check_image_folder(folder: FileId, inputs: Sequence[FileId]) -> None:
     check_writable_folder(folder.real)
 
 
-def check_writable_folder(folder: Path) -> None:
+def check_writable_folder(folder: Path, output: str | None = None) -> None:
     """The folder exists and is writable, or can be made: its nearest existing parent is a writable folder.
 
     Tried for real (a folder made and removed at once): permission bits do not tell, for root, about
     read-only mounts or places such as ``/proc`` where nothing can be created.
     """
+    what = output or f"into {folder}"
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
-        raise InputError(f"cannot write into {folder}: {existing} is a file, not a folder")
+        raise InputError(f"cannot write {what}: {existing} is a file, not a folder")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".streamcam-probe-", dir=existing))
     except OSError as error:
-        raise InputError(f"cannot write into {folder}: nothing can be created in {existing} "
+        raise InputError(f"cannot write {what}: nothing can be created in {existing} "
                          f"({error.strerror or error})") from None
 
 

@@ -70,7 +70,7 @@ USAGE_ERRORS = [
     (["in.mp4", "--backend", "tensorrt"], "unknown backend"),
     (["in.mp4", "--top-k", "1001"], "top-k must be between 1 and 1000"),
     (["in.mp4", "--codec", "h264", "--crf", "99"], "crf"),
-    (["in.mp4", "--json", "/proc/streamcam/x.jsonl"], "cannot write into /proc/streamcam"),
+    (["in.mp4", "--json", "/proc/streamcam/x.jsonl"], "cannot write /proc/streamcam/x.jsonl"),
     (["in.mp4", "-o", "taken.mp4/x.mp4"], "taken.mp4 is a file"),
     (["in.mp4", "in.mp4"], "name it once"),
     (["--demo", "in.mp4"], "--demo takes no input"),
