@@ -183,7 +183,7 @@ def backend_throughput(ex: streamcam.Explainer, rounds: int, seconds: float) -> 
     frames = [photo("chelsea"), photo("coffee")] * 4
     with _tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        path = export_onnx(Path(folder) / "model.onnx", model=ex.model, labels=ex.labels, layer=ex.layer, top_k=1)
+        path = export_onnx(Path(folder) / "model.onnx", model=ex.model, labels=ex.labels, layer=ex.layer)
         exported = time.perf_counter() - started
         graph = streamcam.Explainer(model=path, device=ex.device)
         print(f"\n## Backends: CAM on torch vs onnxruntime {onnxruntime.__version__} "
@@ -213,7 +213,7 @@ def stage_times(ex: streamcam.Explainer, rounds: int, seconds: float, frames: in
     from streamcam.export import export_onnx
 
     graph = streamcam.Explainer(model=export_onnx(Path(graph_folder.name) / "m.onnx", model=ex.model,
-                                                  labels=ex.labels, layer=ex.layer, top_k=1), device=ex.device)
+                                                  labels=ex.labels, layer=ex.layer), device=ex.device)
     overlay = HeatmapOverlay(0.5, torch.device("cpu"))
     print(f"\n## Stages ({frames} frames per clip, batch {batch}; ms per frame, fps = frames per second)\n")
     print("| clip | decode | render | encode | engine | explain | forward alone fps | pipeline fps "

@@ -1,9 +1,10 @@
 """Exported graphs, made once and kept in the user's cache directory.
 
 An entry is keyed by everything that shapes the graph: model name, a hash of its
-weights' content, input size, explained layer, top-k, precision, opset, and the
-versions of streamcam, torch, onnx and onnxruntime. The key is also written into
-the graph's own metadata; an entry is used only if it loads, passes
+weights' content, input size, labels, explained layer, precision, opset, and the
+versions of streamcam, torch, onnx and onnxruntime. Not the top-k nor the
+explained class: they are inputs of the graph, so one entry serves them all.
+The key is also written into the graph's own metadata; an entry is used only if it loads, passes
 ``onnx.checker`` and carries the same key, otherwise it is rebuilt (a corrupt or
 stale entry is never trusted). A new entry is exported to a temporary file and
 renamed into place, which is atomic: concurrent runs cannot leave a half-written
@@ -23,14 +24,15 @@ import os
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from .errors import InputError
-from .export import DEFAULT_OPSET, write_graph
+from .defaults import DEFAULT_OPSET
+from .export import write_graph
 from .interrupts import scratch
+from .phases import phase
 from .models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -75,10 +77,9 @@ def weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cached_graph(loaded: LoadedModel, layer: str, top_k: int, fp16: bool = False,
-                 opset: int = DEFAULT_OPSET) -> Path:
-    """The path of a valid exported graph for this model, exporting it first if needed."""
-    key = _key(loaded, layer, top_k, fp16, opset)
+def cached_graph(loaded: LoadedModel, layer: str, fp16: bool = False, opset: int = DEFAULT_OPSET) -> Path:
+    """The path of a valid exported graph for this model and layer, exporting it first if needed."""
+    key = _key(loaded, layer, fp16, opset)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_dir() / "graphs"
     try:
@@ -97,17 +98,15 @@ def cached_graph(loaded: LoadedModel, layer: str, top_k: int, fp16: bool = False
         os.close(handle)
     except OSError as error:
         raise _unwritable(folder, error) from error
-    started = time.monotonic()
-    log.info("exporting %s for onnxruntime (once; later runs start from the cache)...", loaded.name)
     try:
-        with scratch(Path(temporary)):
-            write_graph(Path(temporary), loaded, layer=layer, top_k=top_k, fp16=fp16, opset=opset,
-                        extra_metadata={KEY_PROP: json.dumps(key, sort_keys=True)})
+        with phase(f"exporting {loaded.name} for onnxruntime (the first run only; later runs start from the cache)"), \
+                scratch(Path(temporary)):
+            write_graph(Path(temporary), loaded, layer=layer, fp16=fp16, opset=opset,
+                        extra_metadata={KEY_PROP: json.dumps(key, sort_keys=True)}, final=path)
             os.replace(temporary, path)  # atomic: readers see the old entry or the whole new one
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-    log.info("exported %s for onnxruntime in %.1f s, cached as %s", loaded.name, time.monotonic() - started, path)
     return path
 
 
@@ -116,7 +115,8 @@ def _unwritable(folder: Path, error: OSError) -> InputError:
                       f"set {CACHE_ENV} to a writable folder, or use --backend torch")
 
 
-def _key(loaded: LoadedModel, layer: str, top_k: int, fp16: bool, opset: int) -> dict[str, object]:
+def _key(loaded: LoadedModel, layer: str, fp16: bool, opset: int) -> dict[str, object]:
+    """What shapes the graph: two settings with the same key get the same graph."""
     import onnx
     import onnxruntime
 
@@ -128,7 +128,6 @@ def _key(loaded: LoadedModel, layer: str, top_k: int, fp16: bool, opset: int) ->
         "input_size": loaded.input_size,
         "labels": hashlib.sha256("\n".join(loaded.labels).encode()).hexdigest(),
         "layer": layer,
-        "top_k": top_k,
         "precision": "fp16" if fp16 else "fp32",
         "opset": opset,
         "versions": {"streamcam": __version__, "torch": torch.__version__, "onnx": onnx.__version__,

@@ -139,20 +139,27 @@ def build_export_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="streamcam export",
-        description="Export a model to an ONNX graph that also outputs its feature maps and top-k CAM.",
+        description="Export a model to an ONNX graph that also outputs its feature maps and the CAM of the "
+                    "classes it is asked for when it runs (any --top-k or --class: one export serves all).",
         epilog="example: streamcam export --model resnet50 -o models/resnet50.onnx",
     )
-    parser.add_argument("--model", default=None, help="as for streamcam (default: efficientnet_lite0)")
-    parser.add_argument("-o", "--output", help="the .onnx file to write (default: models/MODEL.onnx)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing file, once the new graph is complete")
-    parser.add_argument("--weights", help="a state dict or safetensors file; 'random' keeps an untrained net")
-    parser.add_argument("--labels", help="class names, one a line (stored in the graph)")
+    parser.add_argument("--model", metavar="NAME|FILE",
+                        help="as for `streamcam`: `efficientnet_lite0` (default), a torchvision classifier, "
+                             "`timm:NAME`, or a saved model file")
+    parser.add_argument("-o", "--output", metavar="PATH", help="the `.onnx` file to write (default: `models/NAME.onnx`)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing file, once the new graph is complete (never an input)")
+    parser.add_argument("--weights", metavar="FILE", help=WEIGHTS_HELP)
+    parser.add_argument("--labels", metavar="FILE", help="class names, one a line (stored in the graph)")
     parser.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
-    parser.add_argument("--layer", help="the module whose output the graph exposes (default: found automatically)")
-    parser.add_argument("--top-k", type=int, default=5, help="classes whose CAM the graph computes (default 5)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+    parser.add_argument("--layer", metavar="NAME",
+                        help="the module whose output the graph exposes (default: found automatically)")
+    # Accepted so that existing scripts keep working, ignored with a warning: the graph serves every top-k.
+    parser.add_argument("--top-k", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
                         help=f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})")
-    parser.add_argument("--fp16", action="store_true", help="run the model in half precision inside the graph")
+    parser.add_argument("--fp16", action="store_true",
+                        help="run the model in half precision inside the graph (the CAM stays fp32)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return parser
 
@@ -278,6 +285,9 @@ def _export(args: argparse.Namespace) -> int:
     from .defaults import DEFAULT_MODEL
     from .preflight import check_export
 
+    if args.top_k is not None:
+        log.warning("export --top-k is no longer needed and is ignored: the graph serves every top-k; "
+                    "choose it when running (streamcam in.mp4 --model x.onnx --top-k %d)", args.top_k)
     model = args.model or DEFAULT_MODEL
     output = args.output or str(Path("models") / f"{Path(model.removeprefix('timm:')).stem}.onnx")
     check_export(output, model, args.weights, args.labels, args.opset, args.overwrite)  # before torch loads
@@ -285,7 +295,7 @@ def _export(args: argparse.Namespace) -> int:
         from .export import export_onnx
 
         export_onnx(output, model=model, weights=args.weights, labels=args.labels, layer=args.layer,
-                    top_k=args.top_k, opset=args.opset, fp16=args.fp16, overwrite=args.overwrite,
+                    opset=args.opset, fp16=args.fp16, overwrite=args.overwrite,
                     trust_model_file=args.trust_model_file)
     return EXIT_OK
 

@@ -11,12 +11,11 @@ from torch import nn
 
 from .backends import OnnxBackend, TorchBackend, choose_backend, is_onnx_file
 from .errors import InputError
-from .explainers import METHODS, GradCAM, Method, MethodInput, make_method
+from .explainers import CAM, METHODS, GradCAM, Method, MethodInput, make_method
 from .cache import cached_graph
 from .defaults import DEFAULT_BOX_THRESHOLD, DEFAULT_MODEL
 from .labels import class_index
 from .models import load_model, resolve_labels
-from .phases import phase
 from .preflight import check_precision
 from .preprocess import Preprocessor
 from .types import Explanation
@@ -84,9 +83,8 @@ class Explainer:
         """Make every engine ready: the onnxruntime graph is exported (or found in the cache) here,
         on first use, so that a bad input or output is reported before that wait."""
         if self._loaded is not None and "onnxruntime" not in self.engines:
-            with phase(f"preparing {self.model_name} for onnxruntime"):
-                path = cached_graph(self._loaded, self.layer, self.top_k, fp16=self.precision == "fp16")
-                self.engines["onnxruntime"] = OnnxBackend(path, self.device)
+            path = cached_graph(self._loaded, self.layer, fp16=self.precision == "fp16")  # says if it exports
+            self.engines["onnxruntime"] = OnnxBackend(path, self.device)
             self._loaded = None
         return self
 
@@ -140,7 +138,7 @@ class Explainer:
         if layer not in (None, meta.layer):
             raise InputError(f"{path} explains layer {meta.layer}; export another graph (--layer) or use --backend torch")
         self.layer = meta.layer
-        self.gap_layers = frozenset({meta.layer}) if meta.top_k else frozenset()
+        self.gap_layers = frozenset({meta.layer}) if meta.classifier_weight else frozenset()
         self.classifier_weight = graph.classifier_weight
         return meta.mean, meta.std
 
@@ -195,17 +193,20 @@ class Explainer:
         backend = self.prepare().engines[engine]
         method_of = {name: self.method_for(name) for name in every}
         needs_grad = [name for name in every if method_of[name].needs_grad]
-        result = backend.forward(x, every, track_gradients=bool(needs_grad))
-        in_graph = self._in_graph_cam(result, extra)
-        class_ids, scores = in_graph[:2] if in_graph else self._targets(result.logits.detach())
+        result = backend.forward(x, every, track_gradients=bool(needs_grad), top_k=self._k,
+                                 target_class=self.target_class)
+        class_ids, scores = (
+            (result.class_ids, result.scores) if result.class_ids is not None else self._targets(result.logits.detach())
+        )
         gradients = backend.gradients(result, class_ids, needs_grad) if needs_grad else {}
         input_gradients = (
             backend.input_gradients(x, class_ids)
             if any(method_of[name].needs_input_grad for name in every)
             else None
         )
-        maps = {} if in_graph is None else {self.layer: in_graph[2]}
-        maps.update({
+        # The graph's own CAM, where it computed one: the same code on the same classes (CAM class).
+        maps = {self.layer: result.cam} if result.cam is not None and type(method_of[self.layer]) is CAM else {}
+        maps |= {
             name: method_of[name](
                 MethodInput(  # the maps' maths in fp32, whatever precision the model ran in
                     features=result.features[name].detach().float(),
@@ -217,7 +218,7 @@ class Explainer:
             )
             for name in every
             if name not in maps
-        })
+        }
         ids = class_ids.tolist()  # the one small host copy the labels need
         return Explanation(
             class_ids=class_ids,
@@ -243,16 +244,14 @@ class Explainer:
             return self._fallback
         return self.method
 
-    def _in_graph_cam(self, result, extra: list[str]) -> tuple[torch.Tensor, ...] | None:
-        """The exported graph's own top-k CAM, when it answers exactly what was asked."""
-        if result.cam is None or self.method.name != "cam" or self.target_class is not None:
-            return None
-        if self.top_k > result.cam.shape[1] or extra:
-            return None
-        k = self.top_k
-        return result.class_ids[:, :k], result.scores[:, :k], result.cam[:, :k]
+    @property
+    def _k(self) -> int:
+        """How many classes each frame explains: ``top_k``, or 1 with a target class."""
+        return 1 if self.target_class is not None else self.top_k
 
     def _targets(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classes to explain and their softmax scores, (B, k) each: ``topk(softmax(logits), k)``,
+        or the ``target_class`` with ``softmax(logits)[:, c]``."""
         probabilities = logits.float().softmax(dim=1)
         if self.target_class is None:
             scores, class_ids = probabilities.topk(self.top_k, dim=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -74,33 +75,47 @@ def test_switching_engines_never_changes_results(photos):
         assert all(correlation(a.maps[i, j], b.maps[i, j]) >= 0.999 for i in range(2) for j in range(3)), method
 
 
-def test_the_export_is_cached_and_reused(fresh_cache, monkeypatch, photos):
+def test_one_cached_export_serves_every_top_k_and_class(fresh_cache, monkeypatch, photos):
     started = time.monotonic()
     first = streamcam.Explainer(device="cpu").prepare()
     first_s = time.monotonic() - started
-    graphs = list((fresh_cache / "graphs").glob("*.onnx"))
-    assert len(graphs) == 1 and cache_dir() == fresh_cache
+    assert cache_dir() == fresh_cache
+    entries = [path for path in fresh_cache.rglob("*") if path.is_file()]
+    assert len(entries) == 1 and entries[0].suffix == ".onnx"
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
     monkeypatch.setattr(streamcam.cache, "write_graph", no_export)
     started = time.monotonic()
-    second = streamcam.Explainer(device="cpu").prepare()
+    again = streamcam.Explainer(device="cpu").prepare()
     assert time.monotonic() - started < first_s
-    assert second(photos).labels == first(photos).labels
-    # a different setting is another entry
-    monkeypatch.undo()
-    monkeypatch.setenv("STREAMCAM_CACHE_DIR", str(fresh_cache))
-    streamcam.Explainer(device="cpu", top_k=2).prepare()
-    assert len(list((fresh_cache / "graphs").glob("*.onnx"))) == 2
+    # neither the top-k nor the explained class is part of the key: no second export, no second entry
+    others = [streamcam.Explainer(device="cpu", top_k=3).prepare(),
+              streamcam.Explainer(device="cpu", target_class="espresso").prepare()]
+    assert [path for path in fresh_cache.rglob("*") if path.is_file()] == entries
+    reference = first.model  # the same weights, explained by the torch engine
+    for ex in (first, again, *others):
+        a = ex(photos)
+        b = streamcam.Explainer(model=reference, device="cpu", backend="torch", labels=ex.labels, top_k=ex.top_k,
+                                target_class=ex.target_class)(photos)
+        assert (a.engine, b.engine) == ("onnxruntime", "torch")
+        assert torch.equal(a.class_ids, b.class_ids), ex.top_k
+        assert torch.allclose(a.scores, b.scores, atol=1e-4), ex.top_k
+        assert torch.allclose(a.maps, b.maps, atol=1e-4), ex.top_k
+    assert others[0](photos).labels[0] == ["Egyptian cat", "tiger cat", "tabby"]
+    assert others[1](photos).labels == [["espresso"], ["espresso"]]
 
 
 def test_a_corrupt_or_stale_entry_is_rebuilt(fresh_cache, caplog):
+    caplog.set_level(logging.INFO, logger="streamcam")
     loaded = streamcam.load_model("resnet18", weights="random")
-    path = cached_graph(loaded, "layer4", 1)
+    path = cached_graph(loaded, "layer4")
+    stages = ["exporting resnet18 to ONNX: tracing...", "checking the graph...", f"writing {path}"]
+    assert [r.getMessage() for r in caplog.records if r.getMessage() in stages] == stages
+    assert ".tmp" not in caplog.text  # the entry's own name, never the temporary file's
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # corrupt
-    again = cached_graph(loaded, "layer4", 1)
+    again = cached_graph(loaded, "layer4")
     assert again == path and "corrupt" in caplog.text
     onnx.checker.check_model(onnx.load(str(path)))
     # stale: an entry whose stored key does not match (as if made by another version)
@@ -110,14 +125,16 @@ def test_a_corrupt_or_stale_entry_is_rebuilt(fresh_cache, caplog):
             prop.value = prop.value.replace('"streamcam"', '"streamcam-old"')
     onnx.save(proto, str(path))
     caplog.clear()
-    cached_graph(loaded, "layer4", 1)
+    cached_graph(loaded, "layer4")
     assert "another model, version or setting" in caplog.text
     assert not list((fresh_cache / "graphs").glob("*.tmp"))  # no temporary file left behind
+    assert cached_graph(loaded, "layer3") != path  # what shapes the graph (here the layer) is another entry
+    assert len(list((fresh_cache / "graphs").glob("*.onnx"))) == 2
 
 
 def test_concurrent_runs_do_not_corrupt_the_cache(fresh_cache):
     script = ("import torch, streamcam; from streamcam.cache import cached_graph; torch.manual_seed(0); "
-              "print(cached_graph(streamcam.load_model('resnet18', weights='random'), 'layer4', 1))")
+              "print(cached_graph(streamcam.load_model('resnet18', weights='random'), 'layer4'))")
     env = dict(os.environ, STREAMCAM_CACHE_DIR=str(fresh_cache))
     processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, env=env) for _ in range(3)]

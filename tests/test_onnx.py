@@ -1,6 +1,8 @@
-"""ONNX export with feature maps and fused CAM; the onnxruntime backend against the torch backend."""
+"""ONNX export with feature maps and the in-graph CAM of any top-k or class; onnxruntime against the torch backend."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import onnx
@@ -52,11 +54,11 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("name", [streamcam.DEFAULT_MODEL, "resnet18", "resnet50"])
 def test_graph_matches_the_torch_backend(graphs, photos, name):
-    path, loaded = graphs(name, top_k=3)
+    path, loaded = graphs(name)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert [o.name for o in proto.graph.output] == ["logits", "features", "class_ids", "scores", "cam"]
-    assert proto.graph.input[0].name == "frames"
+    assert [i.name for i in proto.graph.input] == ["frames", "top_k", "target_class"]
     torch_ex = streamcam.Explainer(model=loaded.module, device="cpu", top_k=3, labels=loaded.labels)
     onnx_ex = streamcam.Explainer(model=path, device="cpu", top_k=3)
     assert onnx_ex.model is None and onnx_ex.layer == torch_ex.layer and onnx_ex.labels == torch_ex.labels
@@ -74,14 +76,17 @@ def test_graph_matches_the_torch_backend(graphs, photos, name):
 
 
 def test_dynamic_batch_and_metadata(graphs, photos):
-    path, loaded = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    path, loaded = graphs(streamcam.DEFAULT_MODEL)
     ex = streamcam.Explainer(model=path, device="cpu")
     for count in (1, 3):
         res = ex(photos[:1] * count)
         assert res.maps.shape == (count, 1, 7, 7)
     meta = ex.backend.metadata
-    assert (meta.layer, meta.top_k, meta.input_size, meta.mean) == ("bn2", 3, 224, (0.5, 0.5, 0.5))
+    assert (meta.layer, meta.input_size, meta.mean) == ("bn2", 224, (0.5, 0.5, 0.5))
     assert len(meta.labels) == 1000 and meta.labels[967] == "espresso"
+    weight = loaded.module.get_submodule(loaded.anatomy.classifier).weight.detach().float()
+    assert torch.equal(ex.classifier_weight, weight)  # W, read from the graph itself
+    assert "streamcam.top_k" not in {p.key for p in onnx.load(str(path)).metadata_props}
 
 
 def test_net_without_gap_head_exports_logits_and_features(graphs, photos):
@@ -89,6 +94,7 @@ def test_net_without_gap_head_exports_logits_and_features(graphs, photos):
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert [o.name for o in proto.graph.output] == ["logits", "features"]
+    assert [i.name for i in proto.graph.input] == ["frames"]
     torch_ex = streamcam.Explainer(model=loaded.module, device="cpu", method="eigencam")
     with pytest.raises(streamcam.InputError, match="GAP"):
         streamcam.Explainer(model=path, device="cpu")  # cam
@@ -104,7 +110,7 @@ def test_net_without_gap_head_exports_logits_and_features(graphs, photos):
 
 
 def test_gradcam_and_eigencam_are_served_from_the_graph(graphs, photos):
-    path, loaded = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    path, loaded = graphs(streamcam.DEFAULT_MODEL)
     for method in ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"):
         onnx_ex = streamcam.Explainer(model=path, device="cpu", method=method, top_k=2)
         torch_ex = streamcam.Explainer(model=loaded.module, device="cpu", method=method, top_k=2)
@@ -116,16 +122,27 @@ def test_gradcam_and_eigencam_are_served_from_the_graph(graphs, photos):
     assert "guided-gradcam" not in streamcam.Explainer(model=path, device="cpu").available_methods
 
 
-def test_fixed_class_and_more_classes_than_the_graph_computes(graphs, photos):
-    path, loaded = graphs(streamcam.DEFAULT_MODEL, top_k=3)
-    for options in ({"target_class": "espresso"}, {"top_k": 5}):
+def test_one_graph_serves_every_top_k_and_class(graphs, photos):
+    path, loaded = graphs(streamcam.DEFAULT_MODEL)
+    for options in ({"target_class": "espresso"}, {"top_k": 1}, {"top_k": 5}):
         a = streamcam.Explainer(model=path, device="cpu", **options)(photos)
-        b = streamcam.Explainer(model=loaded.module, device="cpu", **options)(photos)
-        assert torch.equal(a.class_ids, b.class_ids) and torch.allclose(a.maps, b.maps, atol=1e-3)
+        b = streamcam.Explainer(model=loaded.module, device="cpu", labels=loaded.labels, **options)(photos)
+        assert torch.equal(a.class_ids, b.class_ids), options
+        assert torch.allclose(a.scores, b.scores, atol=1e-4) and torch.allclose(a.maps, b.maps, atol=1e-3), options
+    assert a.maps.shape == (2, 5, 7, 7)
+    # the graph itself chooses the classes and computes their CAM, from its top_k and target_class inputs
+    graph = streamcam.Explainer(model=path, device="cpu").backend
+    x = streamcam.Explainer(model=path, device="cpu").preprocess(photos)
+    top = graph.forward(x, [graph.layer], top_k=4)
+    assert top.cam.shape == (2, 4, 7, 7) and top.class_ids[:, 0].tolist() == [285, 967]  # Egyptian cat, espresso
+    assert torch.equal(top.class_ids, top.logits.topk(4, dim=1).indices)
+    chosen = graph.forward(x, [graph.layer], top_k=1, target_class=967)
+    assert chosen.class_ids.tolist() == [[967], [967]] and chosen.cam.shape == (2, 1, 7, 7)
+    assert torch.allclose(chosen.scores[:, 0], top.logits.softmax(dim=1)[:, 967])
 
 
 def test_fp16_graph(graphs, photos, tmp_path):
-    path, loaded = graphs(streamcam.DEFAULT_MODEL, fp16=True, top_k=1)
+    path, loaded = graphs(streamcam.DEFAULT_MODEL, fp16=True)
     assert streamcam.Explainer(model=path, device="cpu").backend.metadata.precision == "fp16"
     res = streamcam.Explainer(model=path, device="cpu")(photos)
     assert res.labels == [["Egyptian cat"], ["espresso"]]
@@ -134,7 +151,7 @@ def test_fp16_graph(graphs, photos, tmp_path):
 
 
 def test_the_cpu_provider_is_chosen_quietly(graphs, capfd):
-    path, _ = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    path, _ = graphs(streamcam.DEFAULT_MODEL)
     capfd.readouterr()
     ex = streamcam.Explainer(model=path, device="cpu")
     assert ex.backend.session.get_providers() == ["CPUExecutionProvider"]
@@ -143,7 +160,7 @@ def test_the_cpu_provider_is_chosen_quietly(graphs, capfd):
 
 
 def test_the_pipeline_on_onnxruntime_agrees_with_torch(graphs, tmp_path):
-    path, loaded = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    path, loaded = graphs(streamcam.DEFAULT_MODEL)
     clip = make_pan_video(tmp_path / "in.mp4", count=8)
     summaries = {}
     for backend, model in (("onnxruntime", path), ("torch", loaded.module)):
@@ -183,7 +200,7 @@ def test_bad_graphs_and_backend_choices(tmp_path, graphs):
     corrupt.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(streamcam.InputError, match="corrupt.onnx"):
         streamcam.Explainer(model=corrupt, device="cpu")
-    path, _ = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    path, _ = graphs(streamcam.DEFAULT_MODEL)
     with pytest.raises(streamcam.InputError, match="onnxruntime"):
         streamcam.Explainer(model=path, device="cpu", backend="torch")
     with pytest.raises(streamcam.InputError, match="explains layer bn2"):
@@ -192,20 +209,87 @@ def test_bad_graphs_and_backend_choices(tmp_path, graphs):
         streamcam.Explainer(model=path, device="cpu", layers="auto")
 
 
-def test_export_from_the_cli(tmp_path, capsys):
+def test_export_from_the_cli(tmp_path, capsys, photos):
     out = tmp_path / "models" / "resnet18.onnx"
-    code = main(["export", "--model", "resnet18", "--weights", "random", "-o", str(out), "--top-k", "2", "--opset", "18"])
+    code = main(["export", "--model", "resnet18", "--weights", "random", "-o", str(out), "--opset", "18",
+                 "--top-k", "3"])  # accepted for old scripts, ignored: the graph serves every top-k
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "exported resnet18" in err
-    assert streamcam.Explainer(model=out, device="cpu").backend.metadata.top_k == 2
+    lines = [line.removeprefix("streamcam: ") for line in err.splitlines()]
+    stages = ["export --top-k is no longer needed and is ignored", "exporting resnet18 to ONNX: tracing...",
+              "checking the graph...", f"writing {out}",
+              f"exported resnet18 (layer layer4, opset 18; outputs logits, features, class_ids, scores, cam) "
+              f"to {out}"]
+    found = [next((i for i, line in enumerate(lines) if line.startswith(stage)), None) for stage in stages]
+    assert None not in found and found == sorted(found), err  # every stage, in order, naming the final file
+    assert ".partial" not in err
+    assert streamcam.Explainer(model=out, device="cpu", top_k=7)(photos).maps.shape == (2, 7, 7, 7)
+    assert main(["export", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "[--top-k" not in help_text and "\n  --top-k" not in help_text  # not an option to offer any more
     assert main(["export", "--model", "resnet81", "-o", str(tmp_path / "other.onnx")]) == 2
     assert "unknown model" in capsys.readouterr().err
 
 
+def test_export_onnx_top_k_is_deprecated_and_ignored(tmp_path, photos):
+    from conftest import TinyGapNet
+
+    torch.manual_seed(0)
+    net = TinyGapNet().eval()
+    with pytest.warns(DeprecationWarning, match="every top-k"):
+        path = streamcam.export_onnx(tmp_path / "tiny.onnx", model=net, top_k=2)
+    a = streamcam.Explainer(model=path, device="cpu", top_k=4)(photos)
+    b = streamcam.Explainer(model=net, device="cpu", top_k=4)(photos)
+    assert torch.equal(a.class_ids, b.class_ids) and torch.allclose(a.maps, b.maps, atol=1e-4)
+
+
+class OldExplainingGraph(torch.nn.Module):
+    """What streamcam 0.1 exported: ``softmax -> topk(k) -> CAM`` inside the graph, k baked in."""
+
+    def __init__(self, model: torch.nn.Module, k: int) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.model.features(frames)
+        logits = self.model.fc(features.mean(dim=(2, 3)))
+        scores, class_ids = logits.softmax(dim=1).topk(self.k, dim=1)
+        cam = torch.bmm(self.model.fc.weight[class_ids], features.flatten(2)).view(*class_ids.shape, *features.shape[2:])
+        return logits, features, class_ids, scores, cam
+
+
+def test_a_graph_exported_with_a_fixed_top_k_still_serves_every_k_and_class(tmp_path, photos, caplog):
+    """Files users already have: no top_k input, outputs class_ids, scores and cam for k = 2, and
+    ``streamcam.top_k`` = 2 in the metadata. The backend reads their logits and features only."""
+    from conftest import TinyGapNet
+
+    torch.manual_seed(0)
+    net = TinyGapNet().eval()
+    new = onnx.load(str(streamcam.export_onnx(tmp_path / "new.onnx", model=net)))  # for its metadata
+    old = tmp_path / "old.onnx"
+    with torch.no_grad():
+        torch.onnx.export(OldExplainingGraph(net, 2).eval(), (torch.zeros(2, 3, 224, 224),), str(old),
+                          input_names=["frames"], output_names=["logits", "features", "class_ids", "scores", "cam"],
+                          dynamic_shapes={"frames": {0: torch.export.Dim("batch", min=1, max=1024)}},
+                          opset_version=18, dynamo=True, external_data=False, verbose=False)
+    proto = onnx.load(str(old))
+    for prop in [*new.metadata_props, onnx.StringStringEntryProto(key="streamcam.top_k", value="2")]:
+        proto.metadata_props.add(key=prop.key, value=prop.value)
+    onnx.save(proto, str(old))
+    assert len(onnx.load(str(old)).graph.output) == 5
+    caplog.set_level(logging.INFO, logger="streamcam")
+    assert streamcam.Explainer(model=old, device="cpu").backend.forward(torch.zeros(1, 3, 224, 224), ["features"]).cam is None
+    assert "comes from an earlier streamcam" in caplog.text  # and says how to get the faster graph
+    for options in ({"top_k": 1}, {"top_k": 2}, {"top_k": 5}, {"target_class": 3}):
+        a = streamcam.Explainer(model=old, device="cpu", **options)(photos)
+        b = streamcam.Explainer(model=net, device="cpu", backend="torch", **options)(photos)
+        assert torch.equal(a.class_ids, b.class_ids), options
+        assert torch.allclose(a.scores, b.scores, atol=1e-4) and torch.allclose(a.maps, b.maps, atol=1e-4), options
+
+
 @pytest.mark.cuda
 def test_iobinding_on_cuda_matches_the_cpu(graphs, photos):
-    path, _ = graphs(streamcam.DEFAULT_MODEL, top_k=3)
+    path, _ = graphs(streamcam.DEFAULT_MODEL)
     gpu = streamcam.Explainer(model=path, device="cuda", top_k=3)
     cpu = streamcam.Explainer(model=path, device="cpu", top_k=3)
     assert gpu.backend.session.get_providers()[0] == "CUDAExecutionProvider"

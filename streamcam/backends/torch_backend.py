@@ -18,7 +18,7 @@ class ForwardResult:
 
     logits: torch.Tensor  # (B, C); attached to the autograd graph when gradients are tracked
     features: dict[str, torch.Tensor]  # layer name -> (B, K, h, w)
-    # An exported graph's own top-k and fused CAM (onnxruntime backend), when it has them.
+    # The chosen classes (B, k), their scores and their CAM (B, k, h, w), from a graph that computes them.
     class_ids: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     cam: torch.Tensor | None = None
@@ -45,8 +45,10 @@ class TorchBackend:
         return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
                               enabled=self.autocast_dtype is not None)
 
-    def forward(self, x: torch.Tensor, layers: Sequence[str], track_gradients: bool = False) -> ForwardResult:
-        """One forward pass; the hooks exist only during the call.
+    def forward(self, x: torch.Tensor, layers: Sequence[str], track_gradients: bool = False,
+                top_k: int = 1, target_class: int | None = None) -> ForwardResult:
+        """One forward pass; the hooks exist only during the call. ``top_k`` and ``target_class`` are
+        not used: the caller chooses the classes from the logits (an ONNX graph chooses them itself).
 
         Without gradients it runs in inference mode. With them, the layers before
         the first explained layer still run without autograd (see
