@@ -6,12 +6,16 @@ the interpreter alone (``python -c pass``) and ``import torch`` are measured in
 the same rounds for scale. Then ``python -X importtime`` lists what the slowest
 usage error imports, by cumulative time.
 
-    python scripts/startup.py [--rounds 7]
+    python scripts/startup.py [--rounds 7] [--compare OLD_CHECKOUT]
+
+``--compare`` also runs every streamcam case from another checkout of the
+project (e.g. a ``git worktree`` of an older commit), in the same rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import subprocess
@@ -34,9 +38,11 @@ CASES = {
 }
 
 
-def timed(args: list[str], cwd: Path) -> float:
+def timed(args: list[str], cwd: Path, code: Path | None = None) -> float:
+    """Seconds from spawn to exit; ``code``: the checkout whose streamcam runs (default: the installed one)."""
+    env = dict(os.environ, PYTHONPATH=str(code)) if code else None
     started = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, check=False)
+    subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, check=False, env=env)
     return time.perf_counter() - started
 
 
@@ -55,7 +61,9 @@ def importtime(args: list[str], cwd: Path, top: int = 8) -> list[tuple[float, st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--compare", type=Path, help="another checkout whose streamcam is timed alongside")
+    options = parser.parse_args()
+    rounds, other = options.rounds, options.compare
     with tempfile.TemporaryDirectory() as folder:
         cwd = Path(folder)
         subprocess.run([sys.executable, "-c", "from pathlib import Path; from streamcam.demo import pan_frames, photo,"
@@ -63,19 +71,27 @@ def main() -> None:
                         " (320, 240), 4)), 10)"], cwd=cwd, check=True)
         (cwd / "taken.mp4").write_bytes(b"an earlier recording")
         times: dict[str, list[float]] = {name: [] for name in CASES}
+        before: dict[str, list[float]] = {name: [] for name in CASES if other and "streamcam" in name}
         for _ in range(rounds):
             for name, args in CASES.items():
                 times[name].append(timed(args, cwd))
+                if name in before:
+                    before[name].append(timed(args, cwd, other))
         import torch
 
         print(f"{platform.node()}: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
               f"torch {torch.__version__}, {rounds} rounds interleaved\n")
         floor = statistics.median(times["python -c pass"])
-        print("| command | median s | max s | over the bare interpreter, s |")
-        print("|---|---|---|---|")
+        compared = f" | {other.name}, median s | {other.name} / this" if other else ""
+        print(f"| command | median s | max s | over the bare interpreter, s{compared} |")
+        print("|---|---|---|---|" + ("---|---|" if other else ""))
         for name, values in times.items():
             median = statistics.median(values)
-            print(f"| `{name}` | {median:.2f} | {max(values):.2f} | {median - floor:.2f} |")
+            row = f"| `{name}` | {median:.2f} | {max(values):.2f} | {median - floor:.2f}"
+            if other:
+                old = statistics.median(before[name]) if name in before else None
+                row += f" | {old:.2f} | {old / median:.0f}x" if old else " | | "
+            print(row + " |")
         print("\nWhat `streamcam in.mp4 --class espreso` imports (cumulative ms, top-level packages):\n")
         for ms, module in importtime(CASES["streamcam in.mp4 --class espreso"], cwd):
             print(f"- {module}: {ms:.0f} ms")

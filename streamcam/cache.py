@@ -99,8 +99,8 @@ def cached_graph(loaded: LoadedModel, layer: str, fp16: bool = False, opset: int
     except OSError as error:
         raise _unwritable(folder, error) from error
     try:
-        with phase(f"exporting {loaded.name} for onnxruntime (the first run only; later runs start from the cache)"), \
-                scratch(Path(temporary)):
+        with phase(f"exporting {loaded.name} for onnxruntime (the first run only; later runs start from the cache)",
+                   long=True), scratch(Path(temporary)):
             write_graph(Path(temporary), loaded, layer=layer, fp16=fp16, opset=opset,
                         extra_metadata={KEY_PROP: json.dumps(key, sort_keys=True)}, final=path)
             os.replace(temporary, path)  # atomic: readers see the old entry or the whole new one

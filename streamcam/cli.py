@@ -291,7 +291,7 @@ def _export(args: argparse.Namespace) -> int:
     model = args.model or DEFAULT_MODEL
     output = args.output or str(Path("models") / f"{Path(model.removeprefix('timm:')).stem}.onnx")
     check_export(output, model, args.weights, args.labels, args.opset, args.overwrite)  # before torch loads
-    with phases.phase(f"exporting {model} to {output}"):
+    with phases.phase(f"exporting {model} to {output}", long=True):
         from .export import export_onnx
 
         export_onnx(output, model=model, weights=args.weights, labels=args.labels, layer=args.layer,

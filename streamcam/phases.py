@@ -39,12 +39,15 @@ def use_terminal(enabled: bool) -> None:
 
 
 @contextlib.contextmanager
-def phase(what: str) -> Iterator[None]:
-    """Announce ``what`` (e.g. ``"exporting resnet50 for onnxruntime"``) if it lasts over :data:`QUIET_S`."""
+def phase(what: str, long: bool = False) -> Iterator[None]:
+    """Announce ``what`` (e.g. ``"exporting resnet50 for onnxruntime"``) if it lasts over :data:`QUIET_S`,
+    or at once if it is known to be ``long`` (so that what it logs meanwhile comes after its name)."""
     started = time.monotonic()
     done = threading.Event()
     announced = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(what, started, done, announced), name="streamcam-phase",
+    if long:
+        _announce(what, announced)
+    watcher = threading.Thread(target=_watch, args=(what, started, long, done, announced), name="streamcam-phase",
                                daemon=True)
     watcher.start()
     try:
@@ -56,18 +59,25 @@ def phase(what: str) -> Iterator[None]:
             log.info("%s: %.1f s", what, time.monotonic() - started)
 
 
-def _watch(what: str, started: float, done: threading.Event, announced: threading.Event) -> None:
-    if done.wait(QUIET_S):
-        return
+def _announce(what: str, announced: threading.Event) -> None:
     announced.set()
     if not _terminal:
         log.info("%s...", what)
+
+
+def _watch(what: str, started: float, long: bool, done: threading.Event, announced: threading.Event) -> None:
+    """After :data:`QUIET_S` (at once if ``long``), announce the phase; on a terminal, keep its line live."""
+    if not long:
+        if done.wait(QUIET_S):
+            return
+        _announce(what, announced)
+    if not _terminal:
         return
     from tqdm import tqdm
 
     line = tqdm(desc=f"streamcam: {what}", bar_format="{desc}... {elapsed}", file=sys.stderr, leave=False,
                 total=None)
-    line.start_t = started  # elapsed from the phase's start, not from this line's
+    line.start_t -= time.monotonic() - started  # elapsed from the phase's start (tqdm's clock is time.time)
     with _lock:
         _shown.append(line)
     try:
