@@ -17,8 +17,6 @@ log = logging.getLogger(__name__)
 class LiveControls:
     """The live state of a run: method, explained class index, grid on or off."""
 
-    KEYS = {"m": "next method", "c": "next class among the top-k", "l": "multi-layer grid on/off"}
-
     def __init__(self, methods: Sequence[str], method: str, top_k: int, grid: bool) -> None:
         self._lock = threading.Lock()
         self.methods = list(methods)

@@ -219,7 +219,6 @@ class ImageFolderSink(Sink):
         self.folder = folder
         self.targets = targets or {}
         self.overwrite = overwrite
-        self.images_written = 0
 
     @property
     def outputs(self) -> tuple[Path, ...]:
@@ -240,7 +239,6 @@ class ImageFolderSink(Sink):
                 raise StreamcamError(f"cannot write {path}: {error.strerror or error}") from error
             raise
         output.publish()
-        self.images_written += 1
 
 
 class JsonLinesSink(Sink):
@@ -326,7 +324,7 @@ def display_available() -> bool:
 
 
 def open_routes(plan: OutputPlan, infos: Sequence[VideoInfo], display: bool | None = None,
-                controls: LiveControls | None = None, encoding: EncoderSettings | None = None,
+                encoding: EncoderSettings | None = None,
                 audio: Mapping[str, AudioTrack | None] | None = None) -> dict[str, list[Sink]]:
     """The sinks of a checked :class:`~streamcam.plan.OutputPlan`: each source's own video file
     (``encoding``, with the source's ``audio``), image folder or JSON lines, the shared JSON lines,
@@ -358,7 +356,7 @@ def open_routes(plan: OutputPlan, infos: Sequence[VideoInfo], display: bool | No
             if display_available():
                 several = len(infos) > 1
                 title = "streamcam - " + (infos[0].source_id if not several else f"{len(infos)} sources")
-                shared.append(_opened(WindowSink(title, controls), opened))
+                shared.append(_opened(WindowSink(title), opened))  # the run gives it its live controls
             else:
                 log.warning("no display: the live window is off")
         for sinks in routes.values():
