@@ -62,7 +62,8 @@ def engine_specs() -> list[EngineSpec]:
               EngineSpec("onnxruntime", "cpu", "fp16", "streamcam runs onnxruntime's fp16 graph on CUDA only")]
     no_cuda = no_cuda_reason()
     for device in [d["device"] for d in devices()[1:]] or ["cuda"]:
-        no_bf16 = None if no_cuda or torch.cuda.is_bf16_supported() else f"{device} has no bf16 support"
+        no_bf16 = None if no_cuda or torch.cuda.get_device_capability(device) >= (8, 0) else \
+            f"{device} computes bf16 natively from compute capability 8.0 (Ampere) on"
         specs += [EngineSpec("torch", device, "fp32", no_cuda), EngineSpec("torch", device, "fp16", no_cuda),
                   EngineSpec("torch", device, "bf16", no_cuda or no_bf16)]
         no_provider = no_cuda or missing_provider_reason("CUDAExecutionProvider")
