@@ -164,6 +164,26 @@ def build_export_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_doctor_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="streamcam doctor",
+        description="Check this machine: versions, devices, then every engine x device x precision it offers "
+                    "against the CPU torch fp32 reference on real photos, a short clip through the pipeline with "
+                    "each encoder and decoder, and the speed of each engine. Exit code 0 when every check that "
+                    "can run here passes, 1 otherwise.",
+        epilog="example: streamcam doctor --json report.json (attach it to bug reports)",
+    )
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the whole report (versions, devices, every check with its numbers) as "
+                             "JSON to FILE, for bug reports; `-` writes it to standard output (the table then goes "
+                             "to standard error)")
+    parser.add_argument("--quick", action="store_true",
+                        help="two photos instead of four, an 8-frame clip instead of 24, and each engine timed "
+                             "for 0.3 s at batch 2 instead of 3 s at batch 8")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line in this process and return its exit code; the signal handlers and the
     ``streamcam`` logger's configuration (``--debug`` sets it to DEBUG) are restored after."""
@@ -193,17 +213,18 @@ def entry() -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    exporting = bool(argv) and argv[0] == "export"
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    build, act = SUBCOMMANDS[command] if command else (build_parser, _run)
     debug = "--debug" in argv
     _configure_logging(debug)
     try:
         try:
-            args = build_export_parser().parse_args(argv[1:]) if exporting else build_parser().parse_args(argv)
+            args = build().parse_args(argv[1:] if command else argv)
         except SystemExit as exit_:  # --help, --version, or a usage error already printed
             return int(exit_.code or 0)
         _quiet_opencv(debug)
         phases.use_terminal(_is_terminal(sys.stderr))
-        return _export(args) if exporting else _run(args)
+        return act(args)
     except KeyboardInterrupt as stop:  # also Terminated (SIGTERM, SIGHUP)
         signum = interrupts.received() or getattr(stop, "signum", 2)
         log.error("%s; outputs were finalised", interrupts.SIGNALS.get(signum, "stopped"))
@@ -298,6 +319,38 @@ def _export(args: argparse.Namespace) -> int:
                     opset=args.opset, fp16=args.fp16, overwrite=args.overwrite,
                     trust_model_file=args.trust_model_file)
     return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .errors import InputError
+
+    from .doctor import diagnose
+    from .doctor.table import format_report
+
+    report_file = Path(args.json) if args.json and args.json != "-" else None
+    if report_file is not None:  # checked before the checks, which take a while
+        from .plan import check_writable_folder
+
+        if report_file.is_dir():
+            raise InputError(f"--json {report_file} is a folder: name a file, e.g. {report_file / 'report.json'}")
+        check_writable_folder(report_file.parent, str(report_file))
+    with phases.phase("checking this machine (streamcam doctor)", long=True):
+        report = diagnose(quick=args.quick)
+    text = json.dumps(report.as_dict(), indent=2)
+    print(format_report(report), file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
+    if args.json == "-":
+        print(text, flush=True)
+    elif report_file is not None:
+        report_file.parent.mkdir(parents=True, exist_ok=True)
+        report_file.write_text(text + "\n", encoding="utf-8")  # a report: rewritten on each run
+        log.info("report written to %s: attach it to bug reports", report_file)
+    return report.exit_code
+
+
+SUBCOMMANDS = {"export": (build_export_parser, _export), "doctor": (build_doctor_parser, _doctor)}
 
 
 class _CurrentStderr(logging.StreamHandler):

@@ -279,19 +279,27 @@ def usable_encoder(codec: str, pix_fmt: str) -> str:
     NVENC opens only with an NVIDIA GPU and driver; elsewhere it fails at once and
     the software encoder is used: one code path, on every machine.
     """
-    import av
-
     failures = []
     for encoder in CODECS[codec]:
+        error = encoder_error(encoder, pix_fmt)
+        if error is None:
+            return encoder
+        failures.append(f"{encoder}: {error}")
+        log.debug("encoder %s does not open here (%s)", encoder, error)
+    raise StreamcamError(f"no {codec} encoder opens here for {pix_fmt}: {'; '.join(failures)}")
+
+
+def encoder_error(encoder: str, pix_fmt: str = "yuv420p") -> str | None:
+    """Why FFmpeg's ``encoder`` does not open here for a small ``pix_fmt`` picture, or None when it opens."""
+    import av
+
+    codec = next(name for name, encoders in CODECS.items() if encoder in encoders)
+    try:
         context = av.CodecContext.create(encoder, "w")
         context.width, context.height, context.pix_fmt = 64, 64, pix_fmt
         context.time_base = Fraction(1, 30)
         _quality(context, encoder, EncoderSettings(), DEFAULT_CRF[codec])
-        try:
-            context.open()
-        except (av.error.FFmpegError, OSError, ValueError) as error:
-            failures.append(f"{encoder}: {error}")
-            log.debug("encoder %s does not open here (%s)", encoder, error)
-            continue
-        return encoder
-    raise StreamcamError(f"no {codec} encoder opens here for {pix_fmt}: {'; '.join(failures)}")
+        context.open()
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        return str(error)
+    return None
