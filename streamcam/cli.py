@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import replace
+from pathlib import Path
 
 from . import interrupts, phases
 
@@ -177,6 +178,8 @@ def build_doctor_parser() -> argparse.ArgumentParser:
                         help="also write the whole report (versions, devices, every check with its numbers) as "
                              "JSON to FILE, for bug reports; `-` writes it to standard output (the table then goes "
                              "to standard error)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing report file, once the new one is complete")
     parser.add_argument("--quick", action="store_true",
                         help="two photos instead of four, an 8-frame clip instead of 24, and each engine timed "
                              "for 0.3 s at batch 2 instead of 3 s at batch 8")
@@ -301,7 +304,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from .defaults import DEFAULT_MODEL
     from .preflight import check_export
@@ -323,20 +325,19 @@ def _export(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
-
-    from .errors import InputError
 
     from .doctor import diagnose
     from .doctor.table import format_report
+    from .errors import InputError
 
     report_file = Path(args.json) if args.json and args.json != "-" else None
-    if report_file is not None:  # checked before the checks, which take a while
-        from .plan import check_writable_folder
+    if report_file is not None:  # checked before the checks, which take a while; never replaced unasked
+        from .identity import identify
+        from .plan import check_outputs
 
         if report_file.is_dir():
             raise InputError(f"--json {report_file} is a folder: name a file, e.g. {report_file / 'report.json'}")
-        check_writable_folder(report_file.parent, str(report_file))
+        check_outputs([identify(report_file)], [], args.overwrite, ["--json"])
     with phases.phase("checking this machine (streamcam doctor)", long=True):
         report = diagnose(quick=args.quick)
     text = json.dumps(report.as_dict(), indent=2)
@@ -344,10 +345,23 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(text, flush=True)
     elif report_file is not None:
-        report_file.parent.mkdir(parents=True, exist_ok=True)
-        report_file.write_text(text + "\n", encoding="utf-8")  # a report: rewritten on each run
+        _write_whole(report_file, text + "\n", replace=args.overwrite)
         log.info("report written to %s: attach it to bug reports", report_file)
     return report.exit_code
+
+
+def _write_whole(path: Path, text: str, replace: bool) -> None:
+    """Write ``text`` under a temporary name beside ``path``, then move it into place."""
+    from .atomic import OutputFile
+    from .identity import identify
+
+    file = OutputFile(path, replace and identify(path).replaced_by_writing)
+    try:
+        file.path.write_text(text, encoding="utf-8")
+    except BaseException:
+        file.discard()
+        raise
+    file.publish()
 
 
 SUBCOMMANDS = {"export": (build_export_parser, _export), "doctor": (build_doctor_parser, _doctor)}

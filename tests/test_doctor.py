@@ -198,3 +198,20 @@ def test_doctor_help_needs_no_torch(tmp_path):
 def test_bad_usage_is_one_line_and_exit_2_before_torch(tmp_path, args, says):
     code, heavy, err, _ = run_fresh(args, tmp_path)
     assert code == 2 and heavy == [] and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_existing_report_is_not_replaced_unasked(tmp_path):
+    (tmp_path / "report.json").write_text("last week's report")
+    code, heavy, err, _ = run_fresh(["doctor", "--json", "report.json"], tmp_path)
+    assert code == 2 and heavy == [] and "already exists" in err and "--overwrite" in err, err
+    assert (tmp_path / "report.json").read_text() == "last week's report"
+
+
+def test_the_report_file_is_written_whole(tmp_path, monkeypatch):
+    from streamcam.cli import _write_whole
+
+    target = tmp_path / "report.json"
+    target.write_text("old")
+    _write_whole(target, '{"rows": []}\n', replace=True)
+    assert target.read_text() == '{"rows": []}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary left beside it
