@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 RENDER_CHOICES = ("auto", "device", "host")
 # render="auto" per device type: where the overlay and the box masks are made.
-# cpu: OpenCV on the host, measured 3-7x faster than the torch kernels there (scripts/bench_render.py,
+# cpu: OpenCV on the host, measured 7-10x faster than the torch kernels there (scripts/bench_render.py,
 # BENCHMARKS.md "One device path"); cuda: on the device (not measured: no GPU here), which saves
 # copying the maps' frame-sized work back and forth. Any other device type: the device.
 AUTO_RENDER = {"cpu": "host", "cuda": "device"}
