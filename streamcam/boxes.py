@@ -17,7 +17,7 @@ A box is given only where there is something to box. A map gets no box,
   a (nearly) flat map, or a hot region spread over the whole frame, says
   "everywhere", and a frame-sized box says nothing.
 
-Both mask paths (OpenCV on the host, torch on a device) end in
+Both mask paths (OpenCV on the host, :func:`box_masks` in torch on any device) end in
 :func:`largest_component_box`, where these rules live.
 """
 
@@ -38,15 +38,32 @@ MAX_BOX_COVER = 0.9  # a box over more than this share of the frame's area is no
 def boxes_from_maps(maps: torch.Tensor | np.ndarray, frame_size: tuple[int, int], threshold: float) -> np.ndarray:
     """(B, k, h, w) maps of frames of ``frame_size`` (H, W) -> (B, k, 4) int32 boxes.
 
-    On a GPU the upsampling and thresholding run there and one uint8 mask per
-    batch comes back; on the host OpenCV does it all. The connected components
-    always run in OpenCV.
+    Maps on a GPU are thresholded there (:func:`box_masks`) and one uint8 mask per
+    map comes back; on the host OpenCV does it all. The connected components
+    always run in OpenCV (:func:`boxes_from_masks`).
     """
     if isinstance(maps, torch.Tensor) and maps.device.type != "cpu":
-        masks = _device_masks(maps, frame_size, threshold)
-    else:
-        array = maps.numpy() if isinstance(maps, torch.Tensor) else maps
-        masks = np.stack([[_host_mask(m, frame_size, threshold) for m in row] for row in array])
+        return boxes_from_masks(box_masks(maps, frame_size, threshold).cpu().numpy())
+    array = maps.numpy() if isinstance(maps, torch.Tensor) else maps
+    return boxes_from_masks(np.stack([[_host_mask(m, frame_size, threshold) for m in row] for row in array]))
+
+
+def box_masks(maps: torch.Tensor, frame_size: tuple[int, int], threshold: float) -> torch.Tensor:
+    """(B, k, h, w) maps -> (B, k, H, W) uint8 masks on the maps' device, in torch operations.
+
+    ``mask = up(M) >= threshold * max(up(M))`` (and nothing where the max is 0),
+    with ``up`` bilinear upsampling to ``frame_size`` (H, W): OpenCV's host mask, on any device.
+    """
+    batch, targets, h, w = maps.shape
+    upsampled = F.interpolate(maps.reshape(batch * targets, 1, h, w).float(), size=frame_size, mode="bilinear",
+                              align_corners=False)
+    peak = upsampled.amax(dim=(2, 3), keepdim=True)
+    masks = (upsampled >= threshold * peak) & (peak > 0)
+    return masks.to(torch.uint8).reshape(batch, targets, *frame_size)
+
+
+def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """(B, k, H, W) uint8 host masks -> (B, k, 4) int32 boxes (:func:`largest_component_box` of each)."""
     batch, targets = masks.shape[:2]
     boxes = np.zeros((batch, targets, 4), np.int32)
     for b in range(batch):
@@ -97,12 +114,3 @@ def _host_mask(heatmap: np.ndarray, frame_size: tuple[int, int], threshold: floa
     if peak <= 0:
         return np.zeros((height, width), np.uint8)
     return (upsampled >= threshold * peak).astype(np.uint8)
-
-
-def _device_masks(maps: torch.Tensor, frame_size: tuple[int, int], threshold: float) -> np.ndarray:
-    batch, targets, h, w = maps.shape
-    upsampled = F.interpolate(maps.reshape(batch * targets, 1, h, w).float(), size=frame_size, mode="bilinear",
-                              align_corners=False)
-    peak = upsampled.amax(dim=(2, 3), keepdim=True)
-    masks = (upsampled >= threshold * peak) & (peak > 0)
-    return masks.to(torch.uint8).reshape(batch, targets, *frame_size).cpu().numpy()

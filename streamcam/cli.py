@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--smooth", type=float, default=0.0, metavar="S",
                       help="temporal smoothing of the heatmaps, 0 (off, default) to below 1: "
                            "`M'_t = S M'_{t-1} + (1 - S) M_t` per source and class; restarts on cuts and class changes")
+    view.add_argument("--render", choices=("auto", "device", "host"), default="auto", metavar="WHERE",
+                      help="where the heatmap is blended and the boxes thresholded: `device` (torch, on the model's "
+                           "device), `host` (OpenCV); `auto` (default): `host` on a CPU, where it is measured faster, "
+                           "`device` on CUDA")
     view.add_argument("--json", metavar="FILE",
                       help="one JSON line per explained frame (classes, scores, boxes), flushed line by line; one "
                            "file for all sources, or one each with `{source}` in the name; `-` writes them to "
@@ -281,6 +285,7 @@ def _run(args: argparse.Namespace) -> int:
         boxes=args.boxes,
         box_threshold=args.box_threshold,
         smooth=args.smooth,
+        render=args.render,
         json=args.json,
         codec=args.codec,
         crf=args.crf,

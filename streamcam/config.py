@@ -17,6 +17,21 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+RENDER_CHOICES = ("auto", "device", "host")
+# render="auto" per device type: where the overlay and the box masks are made.
+# cpu: OpenCV on the host, measured 7-10x faster than the torch kernels there (scripts/bench_render.py,
+# BENCHMARKS.md "One device path"); cuda: on the device (not measured: no GPU here), which saves
+# copying the maps' frame-sized work back and forth. Any other device type: the device.
+AUTO_RENDER = {"cpu": "host", "cuda": "device"}
+
+
+def resolve_render(choice: str, device_type: str) -> str:
+    """``"device"`` or ``"host"``: ``choice`` itself, or for ``"auto"`` the measured default of ``device_type``."""
+    if choice not in RENDER_CHOICES:
+        raise InputError(f"--render must be one of {', '.join(RENDER_CHOICES)}, not {choice!r}")
+    return AUTO_RENDER.get(device_type, "device") if choice == "auto" else choice
+
+
 @dataclass(frozen=True)
 class ViewOptions:
     """How the pipeline draws and what it measures besides the maps."""
@@ -26,6 +41,9 @@ class ViewOptions:
     draw_boxes: bool = False
     box_threshold: float = DEFAULT_BOX_THRESHOLD
     records: bool = False  # per-frame JSON records want boxes even when they are not drawn
+    # Where the heatmap is blended and boxes are thresholded: "device" (torch, on the explainer's device,
+    # in the inference worker), "host" (OpenCV, in the render thread) or "auto" (see AUTO_RENDER).
+    render: str = "auto"
 
     @property
     def boxes_needed(self) -> bool:
@@ -56,6 +74,7 @@ class RunConfig:
     boxes: bool = False  # draw a box around each explained class's largest hot region
     box_threshold: float = DEFAULT_BOX_THRESHOLD  # fraction of the map's max
     smooth: float = 0.0  # temporal smoothing strength, 0 (off) to 1
+    render: str = "auto"  # overlay and box masks: "device", "host" or "auto" (per device type, see AUTO_RENDER)
     json: str | None = None  # per-frame JSON lines; "-" for standard output
     codec: str | None = None  # video files: h264 (default), hevc, av1, mjpeg
     crf: int | None = None  # constant quality (lower is better); None: the codec's default
@@ -82,6 +101,7 @@ class RunConfig:
             raise InputError(f"--box-threshold is a fraction of the map's maximum, in (0, 1], not {self.box_threshold}")
         if not 0.0 <= self.smooth < 1.0:
             raise InputError(f"--smooth must be at least 0 and below 1, not {self.smooth}")
+        resolve_render(self.render, "cpu")  # checks the name
         if any(index < 0 for index in self.webcams):
             raise InputError(f"--webcam takes a camera index (0, 1, ...), not {min(self.webcams)}")
         self.encoding  # checks the codec, crf and bitrate
@@ -93,7 +113,8 @@ class RunConfig:
 
     @property
     def view(self) -> ViewOptions:
-        return ViewOptions(self.alpha, self.smooth, self.boxes, self.box_threshold, records=self.json is not None)
+        return ViewOptions(self.alpha, self.smooth, self.boxes, self.box_threshold, records=self.json is not None,
+                           render=self.render)
 
     @classmethod
     def from_options(cls, source: Any = None, output: str | Path | None = None, **options: Any) -> RunConfig:

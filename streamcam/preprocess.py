@@ -1,8 +1,9 @@
 """Frames (H x W x 3 uint8 BGR arrays) -> the model's normalised input, on the device.
 
-The host does nothing but stack the frames: one copy per batch moves uint8 to
-the device (through a pinned buffer, ``non_blocking``, on CUDA); the resize
-(bilinear, antialiased), BGR -> RGB and ``(x / 255 - mean) / std`` run there.
+The host does nothing but stack the frames into a reused staging buffer (pinned
+on CUDA, see :mod:`streamcam.device`), from which one ``non_blocking`` copy per
+batch moves uint8 to the device; the resize (bilinear, antialiased), BGR -> RGB
+and ``(x / 255 - mean) / std`` run there. The same calls run on every device.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .device import StagingBuffer, resize_antialiased
 
 
 class Preprocessor:
@@ -24,21 +26,11 @@ class Preprocessor:
         std_t = torch.tensor(std, dtype=torch.float32)
         self._scale = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(device)
         self._shift = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1).to(device)
-        self._pinned: torch.Tensor | None = None
-        self._pinned_free: torch.cuda.Event | None = None
+        self.staging = StagingBuffer(device)
 
     def upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
         """Stack same-sized frames into one (B, H, W, 3) uint8 tensor on the device (one copy)."""
-        host = torch.from_numpy(np.stack(frames))
-        if self.device.type != "cuda":
-            return host
-        staging = self._staging(host.shape)
-        staging.copy_(host)
-        batch = staging.to(self.device, non_blocking=True)
-        # The next batch may overwrite the pinned buffer only once this copy has left it.
-        self._pinned_free = torch.cuda.Event()
-        self._pinned_free.record()
-        return batch
+        return self.staging.upload(frames)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 BGR on the device -> (B, 3, S, S) float32 normalised RGB, contiguous.
@@ -46,13 +38,7 @@ class Preprocessor:
         BGR -> RGB is flipped after the resize, on the small image (measured: 9.2 -> 2.5 ms for
         eight 640x360 frames on the CPU); the normalisation runs in place.
         """
-        x = images.permute(0, 3, 1, 2)  # a view
-        size = (self.size, self.size)
-        if x.device.type == "cpu":
-            # The CPU has a fast antialiased kernel for channels-last uint8.
-            x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear", antialias=True)
-        else:
-            x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True)
+        x = resize_antialiased(images.permute(0, 3, 1, 2), (self.size, self.size))
         x = x.flip(1).to(torch.float32, memory_format=torch.contiguous_format)
         return x.mul_(self._scale).add_(self._shift)
 
@@ -65,10 +51,3 @@ class Preprocessor:
                 groups.append(self.normalise(self.upload(frames[start:end])))
                 start = end
         return groups[0] if len(groups) == 1 else torch.cat(groups)
-
-    def _staging(self, shape: torch.Size) -> torch.Tensor:
-        if self._pinned_free is not None:
-            self._pinned_free.synchronize()
-        if self._pinned is None or self._pinned.numel() < shape.numel():
-            self._pinned = torch.empty(shape.numel(), dtype=torch.uint8, pin_memory=True)
-        return self._pinned[: shape.numel()].view(shape)

@@ -29,27 +29,26 @@ def jet_table() -> np.ndarray:
 
 
 class HeatmapOverlay:
-    """Blends JET heatmaps into frames, batched, where the frames are.
+    """Blends JET heatmaps into frames: batched in torch on any device, or one frame at a time with OpenCV.
 
-    The same formula runs as one batched torch kernel on a GPU, and as OpenCV
-    calls on the host, which are about 15x faster than torch there.
+    Which one runs is the caller's named choice (``render="device"|"host"``, see
+    :mod:`streamcam.config`), never the device's type: both compute the same formula.
     """
 
     def __init__(self, alpha: float, device: torch.device) -> None:
         self.alpha = alpha
         self.table = torch.from_numpy(jet_table()).to(device)
 
-    def __call__(self, images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) uint8 frames and (B, h, w) maps in [0, 1] -> (B, H, W, 3) uint8 overlays."""
-        if images.device.type == "cpu":
-            return torch.from_numpy(np.stack([self.blend_host(i, m) for i, m in zip(images.numpy(), maps.numpy())]))
-        return self.blend_device(images, maps)
-
     def blend_device(self, images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """The batched torch kernel (any device): upsample, JET lookup, blend."""
+        """(B, H, W, 3) uint8 frames and (B, h, w) maps in [0, 1] -> (B, H, W, 3) uint8 overlays, on their device.
+
+        The batched torch kernel: upsample ``255 * M`` (as :meth:`blend_host` does), round to the JET
+        index, look the colour up, blend, round.
+        """
         height, width = images.shape[1:3]
-        upsampled = F.interpolate(maps[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)
-        index = (upsampled[:, 0].clamp(0, 1) * 255).round().long()
+        upsampled = F.interpolate(maps[:, None].float() * 255, size=(height, width), mode="bilinear",
+                                  align_corners=False)
+        index = upsampled[:, 0].round_().clamp_(0, 255).long()
         heat = self.table[index]  # (B, H, W, 3)
         blended = images.float() * (1.0 - self.alpha) + heat.float() * self.alpha
         return blended.round_().to(torch.uint8)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamcam.boxes import _device_masks, boxes_from_maps, largest_component_box
+from streamcam.boxes import box_masks, boxes_from_maps, largest_component_box
 from streamcam.config import ViewOptions
 from streamcam.engine.render_stage import RenderStage
 from streamcam.engine.worker import ExplainedBatch
@@ -27,7 +27,7 @@ def both_paths(heatmap: np.ndarray, frame_size: tuple[int, int], threshold: floa
     """The box of one map from the host path and from the device path (run on the CPU)."""
     maps = heatmap[None, None].astype(np.float32)
     host = boxes_from_maps(maps, frame_size, threshold)[0, 0]
-    device = largest_component_box(_device_masks(torch.from_numpy(maps), frame_size, threshold)[0, 0])
+    device = largest_component_box(box_masks(torch.from_numpy(maps), frame_size, threshold)[0, 0].numpy())
     return [tuple(int(v) for v in host), tuple(int(v) for v in device)]
 
 

@@ -1,4 +1,4 @@
-"""The render stage: heatmap overlay (unless the GPU already did it), labels, latency."""
+"""The render stage: heatmap overlay and boxes (unless the device already made them), labels, latency."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ class RenderStage:
         return rendered
 
     def _overlay(self, batch: ExplainedBatch, i: int) -> np.ndarray:
-        """Frame ``i`` with its explained heatmap: blended on the GPU already, or here."""
+        """Frame ``i`` with its explained heatmap: blended on the device already (render="device"), or here."""
         if batch.overlays is not None:
             return batch.overlays[i]
         return self.overlay.blend_host(batch.frames[i].image, batch.maps[i, batch.class_index])
@@ -88,7 +88,7 @@ class RenderStage:
     def _boxes(self, batch: ExplainedBatch) -> np.ndarray | None:
         if not self.view.boxes_needed:
             return None
-        if batch.boxes is not None:  # made on the GPU
+        if batch.boxes is not None:  # thresholded on the device (render="device")
             return batch.boxes
         return boxes_from_maps(batch.maps, batch.frames[0].image.shape[:2], self.view.box_threshold)
 

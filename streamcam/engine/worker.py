@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..boxes import boxes_from_maps
-from ..config import ViewOptions
+from ..boxes import box_masks, boxes_from_masks
+from ..config import ViewOptions, resolve_render
 from ..controls import LiveControls
+from ..device import to_host
 from ..explainer import Explainer
 from ..render import HeatmapOverlay
 from ..smoothing import MapSmoother, thumbnails
@@ -31,8 +32,8 @@ class ExplainedBatch:
     method: str
     engine: str  # what ran the model
     class_index: int  # which of the k targets the overlay shows
-    overlays: np.ndarray | None  # (B, H, W, 3) uint8, when the heatmaps were blended on the GPU
-    boxes: np.ndarray | None  # (B, k, 4) int32, when computed on the GPU (else the render stage does it)
+    overlays: np.ndarray | None  # (B, H, W, 3) uint8, when blended on the device (render="device")
+    boxes: np.ndarray | None  # (B, k, 4) int32, when thresholded on the device (else the render stage does it)
     layer_maps: dict[str, np.ndarray]  # multi-layer grid: layer -> (B, k, h, w); empty when off
     layer_methods: dict[str, str]
 
@@ -67,16 +68,22 @@ def _consecutive_runs(frames: list[Frame]) -> list[list[Frame]]:
 
 
 class InferenceWorker:
-    """Takes batches of frames, explains them, and hands host-side results to the render stage."""
+    """Takes batches of frames, explains them, and hands host-side results to the render stage.
+
+    Frames go through one sequence of torch operations on the explainer's device,
+    whatever it is: upload, resize, normalise, model, maps, smoothing, and with
+    ``render="device"`` the box masks and the JET blend too; then ONE copy of
+    everything the render stage needs comes back (:func:`streamcam.device.to_host`).
+    With ``render="host"`` the render stage blends and boxes with OpenCV instead.
+    """
 
     def __init__(self, explainer: Explainer, view: ViewOptions, controls: LiveControls) -> None:
         self.explainer = explainer
         self.view = view
         self.controls = controls
         self.smoother = MapSmoother(view.smooth)
-        self.on_gpu = explainer.device.type == "cuda"
-        # On a GPU the frames are already there: blend on the device and bring back finished pixels.
-        self.overlay = HeatmapOverlay(view.alpha, explainer.device) if self.on_gpu else None
+        self.render = resolve_render(view.render, explainer.device.type)  # chosen once, by name
+        self.overlay = HeatmapOverlay(view.alpha, explainer.device) if self.render == "device" else None
 
     def run(self, muxer: Muxer, outbox: Any, stop: threading.Event) -> None:
         """Explain batches until every source has ended (or ``stop``); always signal the end."""
@@ -101,11 +108,13 @@ class InferenceWorker:
         result = ex.explain_tensor(ex.preprocess.normalise(images), layers=ex.grid_layers if grid else [])
         maps, layer_maps = self._smoothed(result, images, frames)
         device_side = [result.class_ids, result.scores, maps, *layer_maps.values()]
-        blend_here = self.overlay is not None and not grid  # the grid is tiled on the host
-        if blend_here:
-            device_side.append(self.overlay(images, maps[:, class_index]))
-        host = _to_host(device_side)
-        boxes_here = self.on_gpu and self.view.boxes_needed
+        extra: dict[str, torch.Tensor] = {}  # what render="device" finishes here
+        if self.overlay is not None and not grid:  # the grid is tiled on the host
+            extra["overlays"] = self.overlay.blend_device(images, maps[:, class_index])
+        if self.render == "device" and self.view.boxes_needed:
+            extra["masks"] = box_masks(maps, images.shape[1:3], self.view.box_threshold)
+        host = to_host([*device_side, *extra.values()])  # the one copy back
+        done = dict(zip(extra, host[len(device_side):]))
         return ExplainedBatch(
             frames=tuple(frames),
             class_ids=host[0],
@@ -115,8 +124,8 @@ class InferenceWorker:
             method=result.method,
             engine=result.engine,
             class_index=class_index,
-            overlays=host[-1] if blend_here else None,
-            boxes=boxes_from_maps(maps, frames[0].image.shape[:2], self.view.box_threshold) if boxes_here else None,
+            overlays=done.get("overlays"),
+            boxes=boxes_from_masks(done["masks"]) if "masks" in done else None,
             layer_maps=dict(zip(layer_maps, host[3 : 3 + len(layer_maps)])),
             layer_methods=result.layer_methods,
         )
@@ -134,12 +143,3 @@ class InferenceWorker:
             for layer, m in result.layer_maps.items()
         }
         return maps, layer_maps
-
-
-def _to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
-    """Copy to the host with one synchronisation for the whole batch."""
-    if tensors[0].device.type != "cuda":
-        return [t.numpy() for t in tensors]
-    copies = [t.to("cpu", non_blocking=True) for t in tensors]
-    torch.cuda.current_stream(tensors[0].device).synchronize()
-    return [c.numpy() for c in copies]
