@@ -87,6 +87,9 @@ class OnnxBackend:
                      "graph, which is slower; `streamcam export` it again for full speed", path)
         log.debug("onnxruntime providers: %s", self.session.get_providers())
 
+    def close(self) -> None:
+        """Nothing of the caller's to give back: the graph was loaded here; the session goes with the backend."""
+
     @property
     def layer(self) -> str:
         return self.metadata.layer
