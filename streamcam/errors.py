@@ -18,6 +18,10 @@ class InputError(StreamcamError):
     exit_code = 2
 
 
+class ExplainerClosed(StreamcamError):
+    """An Explainer used after its ``close()`` (or the end of its ``with`` block)."""
+
+
 class StageError(StreamcamError):
     """An exception raised inside a pipeline thread, re-raised in the caller with its stage named."""
 

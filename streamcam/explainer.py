@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +11,30 @@ import torch
 from torch import nn
 
 from .backends import OnnxBackend, TorchBackend, choose_backend, is_onnx_file
-from .errors import InputError
+from .errors import ExplainerClosed, InputError
 from .explainers import CAM, METHODS, GradCAM, Method, MethodInput, make_method
 from .cache import cached_graph
 from .defaults import DEFAULT_BOX_THRESHOLD, DEFAULT_MODEL
 from .labels import class_index
+from .loan import ModelLoan
 from .models import load_model, resolve_labels
 from .preflight import check_precision
 from .preprocess import Preprocessor
 from .types import Explanation
+
+
+def _closed_on_error(init: Callable) -> Callable:
+    """``__init__`` failed: give a lent model back (:meth:`Explainer.close`) before the error leaves."""
+
+    @functools.wraps(init)
+    def build(self: Explainer, *args, **kwargs) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except BaseException:
+            self.close()
+            raise
+
+    return build
 
 
 class Explainer:
@@ -27,8 +43,11 @@ class Explainer:
     >>> ex = Explainer()                       # EfficientNet-Lite0, ImageNet, CAM
     >>> res = ex([bgr_frame])                  # res.class_ids, .scores, .labels, .maps
     >>> ex = Explainer("resnet50", method="gradcam", layers="auto")   # + res.layer_maps per stage
+    >>> with Explainer(my_module) as ex:      # close() on exit: my_module is given back as it was lent
+    ...     res = ex([bgr_frame])
     """
 
+    @_closed_on_error
     def __init__(
         self,
         model: str | Path | nn.Module = DEFAULT_MODEL,
@@ -48,6 +67,9 @@ class Explainer:
     ) -> None:
         """``trust_model_file`` allows ``model`` or ``weights`` to be a whole pickled model, whose
         loading runs any code it holds: only for files from a source you trust (see :mod:`streamcam.models`)."""
+        self._closed = False
+        self._loan: ModelLoan | None = None  # a user's module, lent: given back by close()
+        self.engines: dict[str, TorchBackend | OnnxBackend] = {}
         self.device = resolve_device(device)
         self.precision = check_precision(precision)
         self.compile = compile
@@ -56,7 +78,6 @@ class Explainer:
         self.backend_name = choose_backend(backend, onnx_file)  # what was asked: auto, torch or onnxruntime
         if not 1 <= top_k:
             raise InputError(f"top-k must be at least 1, not {top_k}")
-        self.engines: dict[str, TorchBackend | OnnxBackend] = {}
         if onnx_file:
             mean, std = self._from_graph(Path(model), labels, layer)
         else:
@@ -79,9 +100,42 @@ class Explainer:
         if "onnxruntime" in self._engine_names and self.precision == "bf16":
             raise InputError("onnxruntime runs fp32 or fp16 graphs: use --precision fp16, or --backend torch")
 
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook streamcam put on the model and give a lent model back as it was given.
+
+        A model passed as an ``nn.Module`` gets back each module's training flag,
+        each parameter's ``requires_grad``, and each parameter's and buffer's device,
+        dtype and memory format (the Explainer moves it to ``self.device`` in
+        channels-last); ``--compile``'s layer taps are removed. (Weights loaded into
+        it with ``weights=`` stay: they were asked for.) A model streamcam loaded
+        itself is just released. Idempotent; the Explainer cannot explain afterwards.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for engine in self.engines.values():
+            engine.close()
+        self.engines = {}
+        if self._loan is not None:
+            self._loan.give_back()
+            self._loan = None
+        self.model = self.classifier_weight = self._loaded = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ExplainerClosed("this Explainer is closed (close() or the end of its `with` block): "
+                                  "make a new streamcam.Explainer to explain more frames")
+
     def prepare(self) -> Explainer:
         """Make every engine ready: the onnxruntime graph is exported (or found in the cache) here,
         on first use, so that a bad input or output is reported before that wait."""
+        self._check_open()
         if self._loaded is not None and "onnxruntime" not in self.engines:
             path = cached_graph(self._loaded, self.layer, fp16=self.precision == "fp16")  # says if it exports
             self.engines["onnxruntime"] = OnnxBackend(path, self.device)
@@ -89,7 +143,10 @@ class Explainer:
         return self
 
     def _from_torch(self, model, weights, labels, layer, trust_model_file) -> tuple[tuple, tuple]:
-        """A PyTorch model by name, file or module; with onnxruntime, also its graph from the cache."""
+        """A PyTorch model by name, file or module; with onnxruntime, also its graph from the cache.
+        A module is lent: what streamcam changes on it is recorded first, for :meth:`close`."""
+        if isinstance(model, nn.Module):
+            self._loan = ModelLoan(model)
         loaded = load_model(model, weights=weights, labels=labels, trust_model_file=trust_model_file)
         self.model_name = loaded.name
         self.anatomy = loaded.anatomy
@@ -166,6 +223,7 @@ class Explainer:
 
     def set_method(self, name: str) -> None:
         """Switch the explanation method (and with it, maybe, the engine); takes effect from the next batch."""
+        self._check_open()
         self.method = self._checked(make_method(name))
 
     def class_index(self, target: int | str) -> int:
@@ -174,6 +232,7 @@ class Explainer:
 
     def explain(self, frames: Sequence[np.ndarray]) -> Explanation:
         """Explain H x W x 3 uint8 BGR frames (any sizes) as one batch."""
+        self._check_open()
         return self.explain_tensor(self.preprocess(frames), frame_sizes=[f.shape[:2] for f in frames])
 
     __call__ = explain
@@ -187,6 +246,7 @@ class Explainer:
         pass every frame, target and layer that needs gradients. ``frame_sizes``
         (H, W) place ``res.boxes`` in frame pixels (default: the input's S x S).
         """
+        self._check_open()
         extra = list(self.layers if layers is None else layers)
         every = list(dict.fromkeys([self.layer, *extra]))
         engine = self.engine_for(self.method, extra)

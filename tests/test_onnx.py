@@ -299,3 +299,64 @@ def test_iobinding_on_cuda_matches_the_cpu(graphs, photos):
     a, b = gpu(photos), cpu(photos)
     assert torch.equal(a.class_ids.cpu(), b.class_ids)
     assert all(correlation(a.maps[i, j].cpu(), b.maps[i, j]) >= 0.999 for i in range(2) for j in range(3))
+
+
+@pytest.fixture(scope="module")
+def tiny_graph(tmp_path_factory):
+    """A tiny GAP + linear net (5 classes) and its exported graph."""
+    from conftest import TinyGapNet
+
+    torch.manual_seed(0)
+    net = TinyGapNet().eval()
+    return streamcam.export_onnx(tmp_path_factory.mktemp("tiny") / "tiny.onnx", model=net), net
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_iobinding_gives_what_a_plain_run_gives_for_every_k_and_class(tiny_graph, batch):
+    """The bound run against onnxruntime's own ``session.run`` (the host path before IOBinding), bit for
+    bit, and against the torch backend, for several top-k and target classes."""
+    path, net = tiny_graph
+    graph = streamcam.Explainer(model=path, device="cpu").backend
+    torch.manual_seed(batch)
+    x = torch.rand(batch, 3, 224, 224)
+    for top_k, target in [(1, None), (3, None), (5, None), (1, 4), (2, 0)]:
+        bound = graph.forward(x, [graph.layer], top_k=top_k, target_class=target)
+        feeds = {"frames": x.numpy(), "top_k": np.array(top_k, np.int64),
+                 "target_class": np.array(-1 if target is None else target, np.int64)}
+        plain = dict(zip(graph.outputs, graph.session.run(list(graph.outputs), feeds)))
+        for name, value in [("logits", bound.logits), ("features", bound.features[graph.layer]),
+                            ("class_ids", bound.class_ids), ("scores", bound.scores), ("cam", bound.cam)]:
+            assert torch.equal(value, torch.from_numpy(plain[name])), (name, top_k, target)
+        assert bound.cam.shape == (batch, top_k, 56, 56)
+        reference = streamcam.Explainer(model=net, device="cpu", backend="torch", top_k=top_k,
+                                        target_class=target).explain_tensor(x)
+        if target is None:  # with a target, the torch side explains that class alone (k = 1)
+            assert torch.equal(bound.class_ids, reference.class_ids), (top_k, target)
+            assert torch.allclose(bound.scores, reference.scores, atol=1e-5)
+        else:
+            assert (bound.class_ids[:, 0] == target).all() and torch.equal(bound.class_ids[:, :1], reference.class_ids)
+
+
+def test_the_cpu_runs_through_iobinding(tiny_graph, monkeypatch):
+    """CI runs the binding code a GPU runs: ``run_with_iobinding``, never ``session.run``."""
+    path, _ = tiny_graph
+    ex = streamcam.Explainer(model=path, device="cpu", top_k=2)
+    session = ex.backend.session
+    calls = []
+    bound_run = session.run_with_iobinding
+    monkeypatch.setattr(session, "run_with_iobinding", lambda *args: calls.append(args) or bound_run(*args))
+    monkeypatch.setattr(session, "run", lambda *args, **kwargs: pytest.fail("session.run was called"))
+    res = ex([np.zeros((40, 60, 3), np.uint8)] * 3)
+    assert len(calls) == 1 and res.maps.shape == (3, 2, 56, 56)
+
+
+def test_output_shapes_name_the_batch_and_k_and_refuse_other_symbols(tmp_path):
+    from streamcam.backends.onnx_backend import output_shapes
+
+    shapes = {"logits": ["batch", 5], "features": ["batch", 8, 7, 7], "class_ids": ["batch", "u0"],
+              "scores": ["s0", "u0"], "cam": ["batch", "u0", 7, 7]}
+    assert output_shapes(shapes, tmp_path) == {
+        "logits": ("batch", 5), "features": ("batch", 8, 7, 7), "class_ids": ("batch", "k"),
+        "scores": ("batch", "k"), "cam": ("batch", "k", 7, 7)}
+    with pytest.raises(streamcam.InputError, match="features has a size unknown before the run"):
+        output_shapes({"features": ["batch", 8, "h", "w"]}, tmp_path)

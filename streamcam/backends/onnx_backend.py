@@ -1,9 +1,10 @@
-"""The onnxruntime backend: a graph exported by ``streamcam export``, on CUDA (IOBinding) or the CPU."""
+"""The onnxruntime backend: a graph exported by ``streamcam export``, run through IOBinding on any device."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,13 @@ class OnnxBackend:
     from those (with the classifier rows ``W`` read from the graph), as it does for
     every method other than CAM.
 
-    On a CUDA device the CUDA execution provider reads the input from, and writes
-    every output into, torch-owned device buffers through IOBinding: nothing
-    round-trips through the host. Elsewhere the CPU provider runs it; the CUDA
-    provider is not even asked for, so a machine without a GPU logs nothing.
+    On every device the graph reads its input from, and writes every output
+    into, torch-owned buffers through IOBinding (onnxruntime binds host memory
+    too), so the code CI runs on the CPU is the code a GPU runs: on CUDA nothing
+    round-trips through the host. Each output's shape is read from the graph
+    (:func:`output_shapes`). The CUDA provider runs on a torch stream (see
+    :class:`_TorchStream`); the CPU provider needs no ordering. A machine without
+    a GPU never asks for the CUDA provider, so it logs nothing.
     Gradients do not exist in a graph: gradient methods are served only at a
     GAP + linear layer, where ``dy_c/dA_k(x, y) = W[c, k] / (h w)`` exactly.
     """
@@ -58,19 +62,23 @@ class OnnxBackend:
         on_gpu = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
         if device.type == "cuda" and not on_gpu:
             raise InputError("this onnxruntime has no CUDA execution provider: install onnxruntime-gpu, or use --device cpu")
-        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"] if on_gpu \
-            else ["CPUExecutionProvider"]
+        self._stream = _TorchStream(device) if on_gpu else None
+        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0, **self._stream.provider_options()}),
+                     "CPUExecutionProvider"] if on_gpu else ["CPUExecutionProvider"]
         options = ort.SessionOptions()
         # Waiting threads sleep instead of spinning: the pipeline's other threads need those cores
         # (measured on 2 cores: 57 -> 74 fps end to end at 1280x720).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        inputs = {i.name: i for i in self.session.get_inputs()}
         self._output_types = {o.name: (_TORCH_DTYPES[o.type], o.shape) for o in self.session.get_outputs()}
-        self.chooses_classes = {i.name for i in self.session.get_inputs()} >= set(TARGET_INPUTS)
+        self.chooses_classes = set(inputs) >= set(TARGET_INPUTS)
         self.outputs = OUTPUTS_WITH_CAM if self.chooses_classes else OUTPUTS_WITHOUT_CAM
         missing = [name for name in self.outputs if name not in self._output_types]
         if missing:
             raise InputError(f"{path} has no output {', '.join(missing)}: re-export it with `streamcam export`")
+        self._input_dtype = _TORCH_DTYPES.get(inputs["frames"].type, torch.float32) if "frames" in inputs else torch.float32
+        self._output_shapes = output_shapes({name: self._output_types[name][1] for name in self.outputs}, path)
         self._run_options = ort.RunOptions()
         # An older graph's fixed top-k CAM is neither read nor computed.
         self._run_options.only_execute_path_to_fetches = not self.chooses_classes
@@ -78,6 +86,9 @@ class OnnxBackend:
             log.info("%s comes from an earlier streamcam (a fixed top-k): its maps are computed outside the "
                      "graph, which is slower; `streamcam export` it again for full speed", path)
         log.debug("onnxruntime providers: %s", self.session.get_providers())
+
+    def close(self) -> None:
+        """Nothing of the caller's to give back: the graph was loaded here; the session goes with the backend."""
 
     @property
     def layer(self) -> str:
@@ -95,9 +106,8 @@ class OnnxBackend:
         if wrong:
             raise InputError(f"the ONNX graph exposes layer {self.layer} only, not {', '.join(wrong)}; "
                              f"use --backend torch for other layers")
-        x = x.float().contiguous()
-        targets = self._target_feeds(top_k, target_class)
-        out = self._run_bound(x, targets) if x.device.type == "cuda" else self._run_host(x, targets)
+        x = x.to(self._input_dtype).contiguous()
+        out = self._run_bound(x, self._target_feeds(top_k, target_class), top_k)
         return ForwardResult(logits=out["logits"], features={self.layer: out["features"]},
                              class_ids=out.get("class_ids"), scores=out.get("scores"), cam=out.get("cam"))
 
@@ -120,27 +130,82 @@ class OnnxBackend:
         values = {"top_k": top_k, "target_class": -1 if target_class is None else target_class}
         return {name: np.array(value, np.int64) for name, value in values.items()}
 
-    def _run_host(self, x: torch.Tensor, targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        values = self.session.run(list(self.outputs), {"frames": x.numpy(), **targets}, self._run_options)
-        return {name: torch.from_numpy(value) for name, value in zip(self.outputs, values)}
-
-    def _run_bound(self, x: torch.Tensor, targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """IOBinding into torch CUDA buffers: input and outputs stay on the device."""
+    def _run_bound(self, x: torch.Tensor, targets: dict[str, np.ndarray], k: int) -> dict[str, torch.Tensor]:
+        """One run through IOBinding: ``x`` is read, and every output written, in place in torch
+        tensors on ``x.device``; the int64 scalars ``targets`` are bound from host memory."""
         binding = self.session.io_binding()
-        index = x.device.index or 0
-        binding.bind_input("frames", "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
+        kind, index = _ort_device(x.device)
+        binding.bind_input("frames", kind, index, _NUMPY_DTYPES[x.dtype], tuple(x.shape), x.data_ptr())
         for name, value in targets.items():
             binding.bind_cpu_input(name, value)
-        k = int(targets["top_k"]) if targets else 0
+        sizes = {"batch": x.shape[0], "k": k}
         out = {}
         for name in self.outputs:
-            dtype, shape = self._output_types[name]
-            concrete = tuple(d if isinstance(d, int) else (x.shape[0] if i == 0 else k) for i, d in enumerate(shape))
-            out[name] = torch.empty(concrete, dtype=dtype, device=x.device)
-            binding.bind_output(name, "cuda", index, _NUMPY_DTYPES[dtype], concrete, out[name].data_ptr())
-        torch.cuda.current_stream(x.device).synchronize()  # onnxruntime runs on its own stream
-        self.session.run_with_iobinding(binding, self._run_options)
+            dtype = self._output_types[name][0]
+            shape = tuple(sizes[d] if isinstance(d, str) else d for d in self._output_shapes[name])
+            out[name] = torch.empty(shape, dtype=dtype, device=x.device)
+            binding.bind_output(name, kind, index, _NUMPY_DTYPES[dtype], shape, out[name].data_ptr())
+        with self._stream.ordered() if self._stream is not None else nullcontext():
+            self.session.run_with_iobinding(binding, self._run_options)
         return out
+
+
+def output_shapes(shapes: dict[str, list], path: Path) -> dict[str, tuple[int | str, ...]]:
+    """Each output's shape as the graph declares it, its symbolic sizes named: ``"batch"`` (the first
+    dimension of every output) or ``"k"`` (the second of ``class_ids``, ``scores`` and ``cam``: the
+    number of classes chosen, the ``top_k`` input or 1 with a ``target_class``); the others concrete.
+
+    A graph with any other symbolic size cannot be bound ahead of its run: it is refused here.
+    """
+    chosen = set(OUTPUTS_WITH_CAM) - set(OUTPUTS_WITHOUT_CAM)
+    named = {}
+    for name, shape in shapes.items():
+        dims = []
+        for position, dim in enumerate(shape):
+            if isinstance(dim, int):
+                dims.append(dim)
+            elif position == 0:
+                dims.append("batch")
+            elif position == 1 and name in chosen:
+                dims.append("k")
+            else:
+                raise InputError(f"{path}: output {name} has a size unknown before the run ({shape}); "
+                                 f"re-export it with `streamcam export`")
+        named[name] = tuple(dims)
+    return named
+
+
+def _ort_device(device: torch.device) -> tuple[str, int]:
+    """onnxruntime's name and index of a torch device, for IOBinding."""
+    return ("cuda", device.index or 0) if device.type == "cuda" else ("cpu", 0)
+
+
+class _TorchStream:
+    """The one CUDA-only spot of this backend: onnxruntime's CUDA provider runs on a torch stream.
+
+    The stream current when the backend is made is handed to the provider as its
+    ``user_compute_stream``: onnxruntime's kernels then queue behind the torch work
+    that produced the input, and torch work queued after the run sees the outputs,
+    with no synchronisation of the whole device. Where the caller has since moved
+    to another stream, :meth:`ordered` links the two with events (``wait_stream``).
+    Never made on the CPU, where onnxruntime runs synchronously in the calling thread.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.current_stream(device)
+
+    def provider_options(self) -> dict[str, str]:
+        return {"has_user_compute_stream": "1", "user_compute_stream": str(self.stream.cuda_stream)}
+
+    @contextmanager
+    def ordered(self) -> Iterator[None]:
+        """The run after the caller's queued work, and the caller's next work after the run."""
+        current = torch.cuda.current_stream(self.stream.device)
+        if current != self.stream:
+            self.stream.wait_stream(current)
+        yield
+        if current != self.stream:
+            current.wait_stream(self.stream)
 
 
 def _initializer(proto, name: str | None, device: torch.device, path: Path) -> torch.Tensor | None:

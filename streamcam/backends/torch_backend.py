@@ -40,6 +40,11 @@ class TorchBackend:
         # --compile: the forward passes that need no gradients run compiled (see compiled.py).
         self.compiled = CompiledForward(model, next(model.parameters()).device) if compile else None
 
+    def close(self) -> None:
+        """Take ``--compile``'s layer taps off the model (the eager path's hooks live only during a call)."""
+        if self.compiled is not None:
+            self.compiled.close()
+
     def _autocast(self, device: torch.device):
         """The model's own layers in the chosen precision; the caller does its maths in fp32."""
         return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
