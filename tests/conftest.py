@@ -44,6 +44,24 @@ def default_explainer() -> streamcam.Explainer:
 
 
 @pytest.fixture(scope="session")
+def photos() -> list[np.ndarray]:
+    """Two real photos whose ImageNet classes are known: a cat (chelsea) and an espresso (coffee)."""
+    return [photo("chelsea"), photo("coffee")]
+
+
+@pytest.fixture
+def headless(monkeypatch) -> None:
+    """No display, so that no test opens a window (use with ``pytest.mark.usefixtures("headless")``)."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two maps (any shapes with as many elements), in float64."""
+    return float(np.corrcoef(a.flatten().double().cpu().numpy(), b.flatten().double().cpu().numpy())[0, 1])
+
+
+@pytest.fixture(scope="session")
 def cat() -> np.ndarray:
     return photo("chelsea")
 

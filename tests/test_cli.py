@@ -16,13 +16,7 @@ from streamcam.cli import main
 
 from conftest import assert_one_line_error, count_frames, make_pan_video
 
-pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(autouse=True)
-def headless(monkeypatch):
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
@@ -14,14 +13,12 @@ from streamcam.backends.compiled import CompiledForward, LayerTap, padded_size
 from streamcam.backends.torch_backend import TorchBackend
 from streamcam.cli import main
 
+from conftest import correlation
+
 # Inductor compiles C++ on the CPU: without a compiler there is nothing to test.
 needs_compiler = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
                                     reason="torch.compile on the CPU needs a C++ compiler")
 pytestmark = pytest.mark.compiles
-
-
-def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(np.corrcoef(a.flatten().double().cpu().numpy(), b.flatten().double().cpu().numpy())[0, 1])
 
 
 def test_batches_are_padded_to_powers_of_two():

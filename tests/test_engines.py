@@ -22,26 +22,15 @@ from streamcam.config import ViewOptions
 from streamcam.engine import annotate
 from streamcam.engine.pipeline import live_controls
 
-from conftest import make_pan_video
+from conftest import correlation, make_pan_video
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def photos():
-    from streamcam.demo import photo
-
-    return [photo("chelsea"), photo("coffee")]
 
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("STREAMCAM_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
 
 
 def test_auto_serves_each_method_from_the_fastest_engine():

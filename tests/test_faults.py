@@ -27,13 +27,7 @@ from streamcam.types import Frame, VideoInfo
 
 from conftest import TinyGapNet, fake_cameras, make_pan_video, streamcam_threads
 
-pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(autouse=True)
-def headless(monkeypatch):
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 
 
 @pytest.fixture

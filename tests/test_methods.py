@@ -119,13 +119,6 @@ def naive_guided(model: nn.Module, x: torch.Tensor, class_id: int) -> torch.Tens
 # --- fixtures -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def photos():
-    from streamcam.demo import photo
-
-    return [photo("chelsea"), photo("coffee")]
-
-
 def make(model, method, **kwargs) -> streamcam.Explainer:
     return streamcam.Explainer(model=model, method=method, device="cpu", **kwargs)
 

@@ -13,7 +13,7 @@ import streamcam
 from streamcam.cli import main
 from streamcam.export import export_onnx
 
-from conftest import make_pan_video
+from conftest import correlation, make_pan_video
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -35,17 +35,6 @@ def graphs(tmp_path_factory):
         return made[key]
 
     return get
-
-
-@pytest.fixture(scope="module")
-def photos():
-    from streamcam.demo import photo
-
-    return [photo("chelsea"), photo("coffee")]
-
-
-def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

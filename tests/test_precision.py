@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 import streamcam
 
-
-@pytest.fixture(scope="module")
-def photos():
-    from streamcam.demo import photo
-
-    return [photo("chelsea"), photo("coffee")]
-
-
-def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(np.corrcoef(a.flatten().double().cpu().numpy(), b.flatten().double().cpu().numpy())[0, 1])
+from conftest import correlation
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

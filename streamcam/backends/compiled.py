@@ -16,6 +16,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from ..device import graph_step
 from ..phases import phase
 
 class LayerTap(nn.Module):
@@ -83,8 +84,7 @@ class CompiledForward:
         padding = padded_size(size) - size
         if padding:
             x = torch.cat([x, x.new_zeros((padding, *x.shape[1:]))])
-        if self.mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
+        graph_step(x.device)  # CUDA graphs: a new step (a no-op elsewhere)
         first = (key, x.shape[0]) not in self._compiled
         with phase(f"compiling the model for batches of {x.shape[0]} (once per size)") if first else nullcontext():
             logits, features = compiled(x)

@@ -156,7 +156,8 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
         with phase("opening the inputs"):
             sources = [stack.enter_context(s) for s in open_sources(config.inputs, config.webcams)]
         plan = plan_outputs(config, sources)  # nothing is created yet
-        explainer = explainer or _build_explainer(config)  # checks the model, layer, method, class
+        # checks the model, layer, method, class; one built here is closed with the run (a caller's stays open)
+        explainer = explainer or stack.enter_context(_build_explainer(config))
         explainer.prepare()
         from ..sinks import open_routes  # draws with torch: loaded with the model
 
