@@ -67,12 +67,16 @@ def host_buffer(numel: int, device: torch.device) -> torch.Tensor:
     return torch.empty(numel, dtype=torch.uint8, pin_memory=_cuda(device))
 
 
+def reuses_host_buffers(device: torch.device) -> bool:
+    """Whether staging buffers for ``device`` are kept and reused: pinned memory (CUDA) is slow to
+    allocate, so it is, under the copy-done rule of :class:`StagingBuffer`; ordinary memory is
+    allocated per batch (as ``np.stack`` would), and a batch for the CPU then *is* its buffer: one
+    host copy per batch, not two (measured 0.96x the pipeline's fps at 720p with the second copy)."""
+    return _cuda(device)
+
+
 def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """One ``non_blocking`` copy of ``host`` onto ``device``; never the same memory as ``host``."""
-    if not _cuda(device):
-        # .to() would hand back ``host`` itself, which the caller will rewrite. numpy's copy, not torch's
-        # clone: measured 2-3x faster for 22 MB (eight 720p frames) on this project's CPU.
-        return torch.from_numpy(host.numpy().copy())
+    """``host`` on ``device``: one ``non_blocking`` copy to a GPU; ``host`` itself when the device is the host."""
     return host.to(device, non_blocking=True)
 
 
@@ -120,8 +124,10 @@ class StagingBuffer:
     whose events complete only when waited for).
     """
 
-    def __init__(self, device: torch.device, events: Callable[[torch.device], Event] = record_event) -> None:
+    def __init__(self, device: torch.device, events: Callable[[torch.device], Event] = record_event,
+                 reuse: bool | None = None) -> None:
         self.device = device
+        self.reuse = reuses_host_buffers(device) if reuse is None else reuse
         self._events = events
         self._buffer: torch.Tensor | None = None
         self._copied: Event | None = None  # the last copy out of the buffer
@@ -129,7 +135,10 @@ class StagingBuffer:
     def upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
         """Same-sized (H, W, 3) uint8 frames -> one (B, H, W, 3) uint8 tensor on the device."""
         self.wait()
-        batch = to_device(self.write(frames), self.device)
+        staged = self.write(frames)
+        batch = to_device(staged, self.device)
+        if self.reuse and batch.data_ptr() == staged.data_ptr():  # the device is the host: keep the batch apart
+            batch = torch.from_numpy(staged.numpy().copy())  # numpy's copy: 2-3x torch's clone for 22 MB here
         self._copied = self._events(self.device)
         return batch
 
@@ -144,7 +153,7 @@ class StagingBuffer:
             raise StagingReuseError("the staging buffer was rewritten before the copy out of it completed")
         shape = (len(frames), *frames[0].shape)
         numel = int(np.prod(shape))
-        if self._buffer is None or self._buffer.numel() < numel:
+        if not self.reuse or self._buffer is None or self._buffer.numel() < numel:
             self._buffer = host_buffer(numel, self.device)
         view = self._buffer[:numel].view(shape)
         array = view.numpy()

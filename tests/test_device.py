@@ -43,7 +43,8 @@ def frames_of(value: int, count: int = 2, size: tuple[int, int] = (6, 8)) -> lis
 
 def test_staging_buffer_waits_for_the_copy_before_the_next_batch():
     events: list[PendingEvent] = []
-    staging = StagingBuffer(torch.device("cpu"), events=lambda device: events.append(PendingEvent()) or events[-1])
+    staging = StagingBuffer(torch.device("cpu"), events=lambda device: events.append(PendingEvent()) or events[-1],
+                            reuse=True)  # as on CUDA, where the pinned buffer is kept
     first = staging.upload(frames_of(10))
     assert not events[0].done  # the copy of batch 1 is "still running"
     second = staging.upload(frames_of(50))  # batch 2 waits for it before rewriting the buffer
@@ -53,7 +54,7 @@ def test_staging_buffer_waits_for_the_copy_before_the_next_batch():
 
 
 def test_staging_buffer_refuses_a_rewrite_before_the_copy_completed():
-    staging = StagingBuffer(torch.device("cpu"), events=lambda device: PendingEvent())
+    staging = StagingBuffer(torch.device("cpu"), events=lambda device: PendingEvent(), reuse=True)
     staging.upload(frames_of(10))
     with pytest.raises(StagingReuseError):
         staging.write(frames_of(20))  # without waiting: the copy out of the buffer may still be reading it
@@ -61,8 +62,17 @@ def test_staging_buffer_refuses_a_rewrite_before_the_copy_completed():
     assert (staging.write(frames_of(20))[0] == 20).all()
 
 
-def test_staging_buffer_grows_and_uploads_other_sizes():
-    staging = StagingBuffer(torch.device("cpu"))
+def test_a_buffer_allocated_per_batch_is_never_rewritten():
+    staging = StagingBuffer(torch.device("cpu"), events=lambda device: PendingEvent(), reuse=False)
+    first = staging.upload(frames_of(10))
+    second = staging.upload(frames_of(50))  # no wait needed: batch 2 has its own buffer
+    assert (first[0] == 10).all() and (second[0] == 50).all()
+    assert first.data_ptr() != second.data_ptr()
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_staging_buffer_grows_and_uploads_other_sizes(reuse):
+    staging = StagingBuffer(torch.device("cpu"), reuse=reuse)
     small = staging.upload(frames_of(1, 1, (2, 3)))
     large = staging.upload(frames_of(7, 3, (5, 4)))
     assert small.shape == (1, 2, 3, 3) and large.shape == (3, 5, 4, 3) and (large[2] == 9).all()
