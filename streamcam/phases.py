@@ -66,7 +66,15 @@ def _announce(what: str, announced: threading.Event) -> None:
 
 
 def _watch(what: str, started: float, long: bool, done: threading.Event, announced: threading.Event) -> None:
-    """After :data:`QUIET_S` (at once if ``long``), announce the phase; on a terminal, keep its line live."""
+    """After :data:`QUIET_S` (at once if ``long``), announce the phase; on a terminal, keep its line live.
+    Saying what is going on must never disturb it: a failure here ends the announcement, nothing else."""
+    try:
+        _show(what, started, long, done, announced)
+    except Exception:  # noqa: BLE001 - e.g. a closed stderr
+        pass
+
+
+def _show(what: str, started: float, long: bool, done: threading.Event, announced: threading.Event) -> None:
     if not long:
         if done.wait(QUIET_S):
             return
@@ -93,9 +101,12 @@ def _watch(what: str, started: float, long: bool, done: threading.Event, announc
 
 def log_write(write: Callable[[], None]) -> None:
     """Run ``write`` (a log handler's emit) with tqdm's lines, if any are on screen, out of its way."""
-    tqdm_module = sys.modules.get("tqdm")  # never imported just for this: the start must stay fast
-    if tqdm_module is None:
+    # Never imported just for this (the start must stay fast). Another thread may be importing tqdm right
+    # now: its module is then in sys.modules without its names yet, and no bar can be on screen.
+    bar_class = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    external_write_mode = getattr(bar_class, "external_write_mode", None)
+    if external_write_mode is None:
         write()
         return
-    with tqdm_module.tqdm.external_write_mode(file=sys.stderr):
+    with external_write_mode(file=sys.stderr):
         write()

@@ -81,3 +81,28 @@ def test_a_cli_run_names_each_wait(capsys, tmp_path, monkeypatch):
     assert code == 0, err
     announced = [line for line in err.splitlines() if line.endswith("...")]
     assert announced[:2] == ["streamcam: opening the inputs...", "streamcam: loading efficientnet_lite0..."], err
+
+
+def test_a_log_line_while_another_thread_is_still_importing_tqdm(monkeypatch):
+    """The phase thread logs while the main thread imports tqdm: its module is there, its names not yet."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))  # partly initialised: no ``tqdm`` yet
+    written = []
+    phases.log_write(lambda: written.append("line"))
+    assert written == ["line"]
+
+
+def test_a_failing_display_does_not_disturb_the_phase(monkeypatch, capsys):
+    """The announcing thread fails (say, stderr is gone): the phase's own work goes on, with no traceback."""
+    def broken(what, announced):
+        raise OSError("stderr is gone")
+
+    monkeypatch.setattr(phases, "_announce", broken)
+    monkeypatch.setattr(phases, "QUIET_S", 0.0)
+    done = []
+    with phases.phase("loading"):
+        time.sleep(0.05)
+        done.append(True)
+    assert done == [True]
+    assert "Traceback" not in capsys.readouterr().err
