@@ -333,15 +333,12 @@ def _doctor(args: argparse.Namespace) -> int:
 
     from .doctor import diagnose
     from .doctor.table import format_report
-    from .errors import InputError
 
     report_file = Path(args.json) if args.json and args.json != "-" else None
     if report_file is not None:  # checked before the checks, which take a while; never replaced unasked
         from .identity import identify
         from .plan import check_outputs
 
-        if report_file.is_dir():
-            raise InputError(f"--json {report_file} is a folder: name a file, e.g. {report_file / 'report.json'}")
         check_outputs([identify(report_file)], [], args.overwrite, ["--json"])
     with phases.phase("checking this machine (streamcam doctor)", long=True):
         report = diagnose(quick=args.quick)

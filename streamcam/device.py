@@ -8,17 +8,19 @@ CI runs on the CPU is the one a GPU runs:
 - :func:`record_event`: a point in the device's queue that can be waited for
   (``torch.cuda.Event`` on the current stream). Stand-in: an event that is already
   complete, because the CPU runs every operation in order before returning.
-- :func:`to_device`: one ``non_blocking`` copy into the device's memory. The result
-  never shares memory with its source (on the CPU it is a copy too), so a staging
-  buffer may be rewritten once the copy's event has completed, on every device.
+- :func:`to_device`: one ``non_blocking`` copy into the device's memory; on the CPU
+  the host tensor itself.
+- :func:`reuses_host_buffers`: whether staging buffers are kept (pinned memory, slow
+  to allocate) or allocated per batch (ordinary memory: the batch is its buffer).
 - :func:`to_host`: queue ``non_blocking`` copies, record one event, wait for it,
   then read: one synchronisation per batch.
 - :func:`graph_step`: marks the start of a CUDA-graph replay step; nothing to mark
   without CUDA graphs.
 - :func:`resize_antialiased`: the fastest antialiased bilinear resize kernel each
   device has for uint8 frames.
-- :class:`StagingBuffer`: the reused host buffer frames are stacked into before
-  their one copy to the device; it refuses to be rewritten before that copy completed.
+- :class:`StagingBuffer`: the host buffer frames are stacked into before their one
+  copy to the device; when it is reused, it refuses to be rewritten before that copy
+  completed (and a batch that would share its memory gets its own copy).
 """
 
 from __future__ import annotations
@@ -115,10 +117,11 @@ class StagingReuseError(RuntimeError):
 
 
 class StagingBuffer:
-    """The host buffer batches of frames are stacked into, reused, then copied to the device in one copy.
+    """The host buffer batches of frames are stacked into, then copied to the device in one copy.
 
-    Contract (on every device): the buffer is not rewritten before the copy out of
-    it has completed. :meth:`upload` waits for the last copy's event before it
+    ``reuse`` (default: :func:`reuses_host_buffers`) keeps one buffer for every
+    batch; otherwise each batch gets a fresh one. Contract (on every device): the
+    buffer is not rewritten before the copy out of it has completed. :meth:`upload` waits for the last copy's event before it
     writes; :meth:`write` alone raises :class:`StagingReuseError` if that event has
     not completed. ``events`` records the "copy done" events (a test may pass one
     whose events complete only when waited for).
