@@ -35,16 +35,13 @@ MIN_DOMINANT_SHARE = 0.5  # the largest component must hold more than this share
 MAX_BOX_COVER = 0.9  # a box over more than this share of the frame's area is no box
 
 
-def boxes_from_maps(maps: torch.Tensor | np.ndarray, frame_size: tuple[int, int], threshold: float) -> np.ndarray:
-    """(B, k, h, w) maps of frames of ``frame_size`` (H, W) -> (B, k, 4) int32 boxes.
+def boxes_from_maps(maps: np.ndarray | torch.Tensor, frame_size: tuple[int, int], threshold: float) -> np.ndarray:
+    """(B, k, h, w) host maps of frames of ``frame_size`` (H, W) -> (B, k, 4) int32 boxes, in OpenCV.
 
-    Maps on a GPU are thresholded there (:func:`box_masks`) and one uint8 mask per
-    map comes back; on the host OpenCV does it all. The connected components
-    always run in OpenCV (:func:`boxes_from_masks`).
+    Maps still on a device are thresholded there instead (:func:`box_masks`, then
+    :func:`boxes_from_masks`): :meth:`streamcam.types.Explanation.to_host` chooses.
     """
-    if isinstance(maps, torch.Tensor) and maps.device.type != "cpu":
-        return boxes_from_masks(box_masks(maps, frame_size, threshold).cpu().numpy())
-    array = maps.numpy() if isinstance(maps, torch.Tensor) else maps
+    array = np.asarray(maps)
     return boxes_from_masks(np.stack([[_host_mask(m, frame_size, threshold) for m in row] for row in array]))
 
 

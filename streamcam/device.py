@@ -18,6 +18,7 @@ CI runs on the CPU is the one a GPU runs:
   without CUDA graphs.
 - :func:`resize_antialiased`: the fastest antialiased bilinear resize kernel each
   device has for uint8 frames.
+- :func:`resolve_device`: ``"auto"`` is the first CUDA device where there is one.
 - :class:`StagingBuffer`: the host buffer frames are stacked into before their one
   copy to the device; when it is reused, it refuses to be rewritten before that copy
   completed (and a batch that would share its memory gets its own copy).
@@ -31,6 +32,8 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import InputError
 
 
 class Event(Protocol):
@@ -53,6 +56,21 @@ class CompletedEvent:
 
 def _cuda(device: torch.device) -> bool:
     return device.type == "cuda"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> the first CUDA device if there is one, else the CPU; a name is checked against this machine."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device '{device}' asked for, but no CUDA GPU is available: use --device cpu")
+    return resolved
 
 
 def record_event(device: torch.device) -> Event:

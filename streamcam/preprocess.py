@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .device import StagingBuffer, resize_antialiased
+from .runs import same_size_runs
 
 
 class Preprocessor:
@@ -42,12 +43,15 @@ class Preprocessor:
         x = x.flip(1).to(torch.float32, memory_format=torch.contiguous_format)
         return x.mul_(self._scale).add_(self._shift)
 
+    def upload_runs(self, frames: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Frames of any sizes -> one (B_i, H_i, W_i, 3) uint8 tensor on the device per run of same-sized frames."""
+        return [self.upload(frames[run]) for run in same_size_runs([f.shape for f in frames])]
+
+    def normalise_runs(self, runs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:meth:`upload_runs`' tensors -> one (B, 3, S, S) batch, in the frames' order."""
+        batches = [self.normalise(images) for images in runs]
+        return batches[0] if len(batches) == 1 else torch.cat(batches)
+
     def __call__(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
         """Frames of any sizes -> (B, 3, S, S); same-sized runs travel as one batch."""
-        groups: list[torch.Tensor] = []
-        start = 0
-        for end in range(1, len(frames) + 1):
-            if end == len(frames) or frames[end].shape != frames[start].shape:
-                groups.append(self.normalise(self.upload(frames[start:end])))
-                start = end
-        return groups[0] if len(groups) == 1 else torch.cat(groups)
+        return self.normalise_runs(self.upload_runs(frames))

@@ -99,10 +99,12 @@ def test_the_worker_finishes_frames_where_render_says(default_explainer, cat, re
     view = ViewOptions(draw_boxes=True, render=render)
     worker = InferenceWorker(default_explainer, view, live_controls(default_explainer))
     batch = worker.explain([Frame(i, 0.0, 0.0, cat, "cat") for i in range(2)])
-    assert (batch.overlays is not None) == finished_here and (batch.boxes is not None) == finished_here
+    result = batch.result
+    assert (result.overlays is not None) == finished_here and (result.masks is not None) == finished_here
     if finished_here:
-        assert batch.overlays.shape == (2, *cat.shape) and batch.overlays.dtype == np.uint8
-        assert batch.boxes.shape == (2, 1, 4) and (batch.boxes[:, 0, 2] > batch.boxes[:, 0, 0]).all()
+        assert result.overlays.shape == (2, *cat.shape) and result.overlays.dtype == np.uint8
+        assert result.masks[0].shape == (2, 1, *cat.shape[:2])
+    assert result.boxes.shape == (2, 1, 4) and (result.boxes[:, 0, 2] > result.boxes[:, 0, 0]).all()
 
 
 def annotated(clip, explainer, view: ViewOptions) -> list:

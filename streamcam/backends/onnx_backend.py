@@ -12,7 +12,7 @@ import torch
 
 from ..errors import InputError
 from ..onnx_metadata import OUTPUTS_WITH_CAM, OUTPUTS_WITHOUT_CAM, TARGET_INPUTS, GraphMetadata
-from .torch_backend import ForwardResult
+from .base import ForwardResult
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,12 @@ class OnnxBackend:
     """
 
     name = "onnxruntime"
-    supports_gradients = False
+    gradients_at_any_layer = False  # W[c] / (h w) at a GAP + linear layer only (gradients())
+    gradients_to_input = False
+    several_layers = False  # the one layer the graph exposes
+    precisions = frozenset({"fp32", "fp16"})  # the graph's own, chosen at export (--fp16)
+    device_types = frozenset({"cpu", "cuda"})  # the CPU and CUDA execution providers
+    compiles = False
 
     def __init__(self, path: str | Path, device: torch.device) -> None:
         import onnx

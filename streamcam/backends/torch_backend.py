@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .base import ForwardResult
 from .compiled import CompiledForward
 from .hooks import capture_outputs, guided_activations
-
-
-@dataclass(frozen=True, eq=False)
-class ForwardResult:
-    """The class scores and the explained layers' activations for one batch."""
-
-    logits: torch.Tensor  # (B, C); attached to the autograd graph when gradients are tracked
-    features: dict[str, torch.Tensor]  # layer name -> (B, K, h, w)
-    # The chosen classes (B, k), their scores and their CAM (B, k, h, w), from a graph that computes them.
-    class_ids: torch.Tensor | None = None
-    scores: torch.Tensor | None = None
-    cam: torch.Tensor | None = None
 
 
 # --precision -> the autocast dtype of the model's forward pass (None: plain fp32)
@@ -32,7 +20,12 @@ class TorchBackend:
     """Runs an eval-mode module; hands back logits, activations and, on demand, gradients."""
 
     name = "torch"
-    supports_gradients = True
+    gradients_at_any_layer = True
+    gradients_to_input = True
+    several_layers = True
+    precisions = frozenset(PRECISIONS)
+    device_types = None  # wherever torch runs
+    compiles = True
 
     def __init__(self, model: nn.Module, precision: str = "fp32", compile: bool = False) -> None:
         self.model = model

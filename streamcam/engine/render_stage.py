@@ -7,13 +7,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..boxes import box_or_none, boxes_from_maps
 from ..config import ViewOptions
 from ..render import HeatmapOverlay, Tile, draw_boxes, draw_predictions, layer_grid
-from ..types import AnnotatedFrame, Prediction
+from ..types import AnnotatedFrame
 from .buffers import END, POLL_S, Empty
 from .worker import ExplainedBatch
 
@@ -43,26 +41,18 @@ class RenderStage:
 
     def render(self, batch: ExplainedBatch) -> list[AnnotatedFrame]:
         rendered = []
-        chosen = batch.class_index
-        boxes = self._boxes(batch)
+        result, chosen = batch.result, batch.class_index
         for i, frame in enumerate(batch.frames):
-            predictions = tuple(
-                Prediction(
-                    class_id=int(c),
-                    label=label,
-                    score=float(s),
-                    box=box_or_none(boxes[i, j]) if boxes is not None else None,
-                )
-                for j, (c, label, s) in enumerate(zip(batch.class_ids[i], batch.labels[i], batch.scores[i]))
-            )
-            if batch.layer_maps:  # the grid's first tile lists the predictions; its tiles are not in frame pixels
+            predictions = result.predictions(i, boxes=self.view.boxes_needed)
+            if result.layer_maps:  # the grid's first tile lists the predictions; its tiles are not in frame pixels
                 tiles = [
-                    Tile(layer, maps[i, chosen], _stand_in(batch.layer_methods[layer], batch.method))
-                    for layer, maps in batch.layer_maps.items()
+                    Tile(layer, maps[i, chosen], _stand_in(result.layer_methods[layer], result.method))
+                    for layer, maps in result.layer_maps.items()
                 ]
                 image = layer_grid(frame.image, tiles, self.overlay, predictions, chosen)
-            else:
-                image = self._overlay(batch, i)
+            else:  # blended on the device already (render="device"), or here
+                image = (result.overlays[i] if result.overlays is not None
+                         else self.overlay.blend_host(frame.image, result.maps[i, chosen]))
                 if self.view.draw_boxes:
                     draw_boxes(image, predictions)
                 draw_predictions(image, predictions, chosen)
@@ -73,24 +63,11 @@ class RenderStage:
                     predictions=predictions,
                     latency=time.monotonic() - frame.captured_at,
                     dropped=self.dropped(frame.source_id),
-                    method=batch.method,
-                    engine=batch.engine,
+                    method=result.method,
+                    engine=result.engine,
                 )
             )
         return rendered
-
-    def _overlay(self, batch: ExplainedBatch, i: int) -> np.ndarray:
-        """Frame ``i`` with its explained heatmap: blended on the device already (render="device"), or here."""
-        if batch.overlays is not None:
-            return batch.overlays[i]
-        return self.overlay.blend_host(batch.frames[i].image, batch.maps[i, batch.class_index])
-
-    def _boxes(self, batch: ExplainedBatch) -> np.ndarray | None:
-        if not self.view.boxes_needed:
-            return None
-        if batch.boxes is not None:  # thresholded on the device (render="device")
-            return batch.boxes
-        return boxes_from_maps(batch.maps, batch.frames[0].image.shape[:2], self.view.box_threshold)
 
 
 def _stand_in(method: str, chosen: str) -> str | None:
