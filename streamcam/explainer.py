@@ -21,7 +21,7 @@ from torch import nn
 
 from .backends import OnnxBackend, TorchBackend, choose_backend, is_onnx_file
 from .backends.base import Backend
-from .backends.choice import Engines, engine_kinds, engines_with
+from .backends.choice import Engines, check_options, engine_kinds, engines_with
 from .cache import cached_graph
 from .defaults import DEFAULT_BOX_THRESHOLD, DEFAULT_MODEL
 from .device import resolve_device
@@ -111,16 +111,17 @@ class Explainer:
               layer: str | None, trust_model_file: bool) -> Engines:
         """Load the model (or graph) and set up its engines. A module is lent: what streamcam changes
         on it is recorded first, for :meth:`close`."""
-        if is_onnx_file(model):
+        graph_file = is_onnx_file(model)
+        kinds = engine_kinds(self.backend_name, graph_file, self.device, self.precision, isinstance(model, nn.Module))
+        check_options(kinds, self.device, self.precision, self.compile)
+        if graph_file:
             graph = OnnxBackend(Path(model), self.device)
-            explained = ExplainedModel.from_graph(graph, Path(model), labels, layer, self.precision)
-            return Engines([OnnxBackend], explained, {graph.name: graph}, None, self.device, self.precision,
-                           self.compile)
+            return Engines(kinds, ExplainedModel.from_graph(graph, Path(model), labels, layer, self.precision),
+                           {graph.name: graph})
         if isinstance(model, nn.Module):
             self._loan = ModelLoan(model)
         loaded = load_model(model, weights=weights, labels=labels, trust_model_file=trust_model_file)
         explained = ExplainedModel.from_loaded(loaded, layer, self.device)
-        kinds = engine_kinds(self.backend_name, False, self.device, self.precision, self._loan is not None)
         ready: dict[str, Backend] = (
             {TorchBackend.name: TorchBackend(explained.module, self.precision, compile=self.compile)}
             if TorchBackend in kinds else {}
@@ -129,8 +130,7 @@ class Explainer:
         def export() -> Backend:  # the graph, exported or found in the cache, on first use
             return OnnxBackend(cached_graph(loaded, explained.layer, fp16=self.precision == "fp16"), self.device)
 
-        return Engines(kinds, explained, ready, export if OnnxBackend in kinds else None, self.device,
-                       self.precision, self.compile)
+        return Engines(kinds, explained, ready, export if OnnxBackend in kinds else None)
 
     def __enter__(self) -> Explainer:
         return self

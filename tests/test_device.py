@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import cv2
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,28 @@ def test_the_grid_through_the_device_path_matches_the_host(tmp_path, default_exp
     for d, h in zip(runs["device"], runs["host"], strict=True):
         assert d.predictions == h.predictions and any(p.box for p in h.predictions)
         assert np.abs(d.image.astype(int) - h.image).max() <= 2
+
+
+def test_to_host_finishes_on_the_device_what_it_is_asked_and_the_host_agrees(default_explainer, cat, espresso):
+    """Frames of two sizes in one call: the boxes from device masks equal the boxes OpenCV takes on the host,
+    the device's overlay equals the host's blend within 2 grey levels, and everything else is the same copy."""
+    from streamcam.render import HeatmapOverlay
+
+    small = cv2.resize(cat, (cat.shape[1] // 2, cat.shape[0] // 2))
+    mixed = default_explainer([cat, cat, small, espresso])
+    assert mixed.images is None and mixed.frame_sizes == (cat.shape[:2],) * 2 + (small.shape[:2], espresso.shape[:2])
+    on_device, on_host = mixed.to_host(box_masks=True), mixed.to_host(box_masks=False)
+    assert len(on_device.masks) == 3 and on_host.masks is None  # one mask tensor per run of one size
+    assert np.array_equal(on_device.boxes, on_host.boxes) and np.array_equal(mixed.boxes, on_host.boxes)
+    assert (on_host.boxes[:, 0, 2] > on_host.boxes[:, 0, 0]).all()  # a cat and an espresso: each boxed
+    assert np.array_equal(on_host.maps, mixed.maps.numpy()) and np.array_equal(on_host.class_ids, mixed.class_ids)
+    assert [p.label for p in on_host.predictions(3)] == mixed.labels[3]
+    with pytest.raises(ValueError, match="one size"):
+        mixed.to_host(overlay=HeatmapOverlay(0.5, default_explainer.device))
+
+    same = default_explainer([cat, cat])
+    overlay = HeatmapOverlay(0.5, default_explainer.device)
+    blended = same.to_host(overlay=overlay).overlays
+    for i in range(2):
+        host = overlay.blend_host(cat, same.maps[i, 0].numpy())
+        assert np.abs(blended[i].astype(int) - host.astype(int)).max() <= 2

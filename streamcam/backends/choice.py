@@ -61,6 +61,21 @@ def refusal(kind: type[Backend], method: type[Method], model: ExplainedModel,
     return None
 
 
+def check_options(kinds: Sequence[type[Backend]], device: torch.device, precision: str, compile: bool) -> None:
+    """Refuse a ``precision``, ``device`` or ``--compile`` that one of ``kinds`` cannot run: before the
+    model is loaded or moved (a lent module moved to a device it cannot come back from is lost)."""
+    for kind in kinds:
+        if precision not in kind.precisions:
+            raise InputError(f"{kind.name} runs {' or '.join(sorted(kind.precisions))}, not {precision}: use "
+                             f"another --precision, or {engines_where(lambda k: precision in k.precisions)}")
+        if kind.device_types is not None and device.type not in kind.device_types:
+            raise InputError(f"{kind.name} runs on {' or '.join(sorted(kind.device_types))}, not {device.type}: "
+                             f"use {engines_where(lambda k: k.device_types is None)}")
+    if compile and not any(kind.compiles for kind in kinds):
+        raise InputError(f"--compile compiles the {engines_with('compiles').removeprefix('--backend ')} engine: "
+                         f"it does nothing with {' or '.join(kind.name for kind in kinds)}")
+
+
 class Engines:
     """The engines of one Explainer, fastest first; each serves what its capabilities allow.
 
@@ -70,21 +85,11 @@ class Engines:
     """
 
     def __init__(self, kinds: Sequence[type[Backend]], model: ExplainedModel, ready: dict[str, Backend],
-                 later: Callable[[], Backend] | None, device: torch.device, precision: str, compile: bool) -> None:
+                 later: Callable[[], Backend] | None = None) -> None:
         self.kinds = list(kinds)
         self.model = model
         self.ready = ready
         self._later = later
-        for kind in self.kinds:
-            if precision not in kind.precisions:
-                raise InputError(f"{kind.name} runs {' or '.join(sorted(kind.precisions))}, not {precision}: use "
-                                 f"another --precision, or {engines_where(lambda k: precision in k.precisions)}")
-            if kind.device_types is not None and device.type not in kind.device_types:
-                raise InputError(f"{kind.name} runs on {' or '.join(sorted(kind.device_types))}, not {device.type}: "
-                                 f"use {engines_where(lambda k: k.device_types is None)}")
-        if compile and not any(kind.compiles for kind in self.kinds):
-            raise InputError(f"--compile compiles the {engines_with('compiles').removeprefix('--backend ')} engine: "
-                             f"it does nothing with {' or '.join(kind.name for kind in self.kinds)}")
 
     def prepare(self) -> dict[str, Backend]:
         """Build the engines left for later; returns every engine, by name."""
