@@ -3,10 +3,60 @@ arguments are derived from it (streamcam.options)."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 import streamcam
+from streamcam.cli import build_export_parser, build_parser
 from streamcam.config import RunConfig
+from streamcam.options import declared, parsed
+
+# The command's own options, which set no RunConfig field (--demo chooses the input and output).
+CLI_ONLY = {"help", "version", "demo", "debug"}
+
+
+def actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {action.dest: action for action in parser._actions}  # argparse offers no public accessor
+
+
+def on_command_line() -> list:
+    return [(item, spec) for item, spec in declared(RunConfig) if spec.on_command_line]
+
+
+def test_every_command_line_field_is_in_the_parser_as_declared():
+    parsed_actions = actions(build_parser())
+    assert set(parsed_actions) == {item.name for item, _ in on_command_line()} | CLI_ONLY
+    for item, spec in on_command_line():
+        action = parsed_actions[item.name]
+        assert (action.help, action.metavar) == (spec.help, spec.metavar), item.name
+        assert tuple(action.option_strings) == spec.flags, item.name
+        assert action.choices == spec.choices, item.name
+        default = tuple(action.default) if isinstance(action.default, list) else action.default
+        assert default == item.default, item.name
+
+
+def test_the_parsers_defaults_make_the_default_config():
+    assert RunConfig(**parsed(build_parser().parse_args([]), RunConfig)) == RunConfig()
+
+
+def test_flags_set_their_fields():
+    args = build_parser().parse_args(["a.mp4", "b.mp4", "--webcam", "0", "--webcam", "2", "--class", "tabby",
+                                      "--no-display", "--no-audio", "--boxes", "--bitrate", "4M", "--top-k", "3"])
+    config = RunConfig(**parsed(args, RunConfig))
+    assert (config.inputs, config.webcams, config.target_class) == (("a.mp4", "b.mp4"), (0, 2), "tabby")
+    assert (config.display, config.audio, config.boxes, config.bitrate, config.top_k) == (False, False, True,
+                                                                                        4_000_000, 3)
+
+
+def test_export_takes_the_model_options_from_the_same_fields():
+    export = actions(build_export_parser())
+    run = actions(build_parser())
+    for name in ("model", "weights", "labels", "layer", "trust_model_file"):
+        assert (export[name].option_strings, export[name].default) == (run[name].option_strings, run[name].default)
+    for name in ("weights", "trust_model_file"):  # the same words; model, labels and layer have export's own
+        assert export[name].help == run[name].help
+
 
 BAD_VALUES = [
     ({"batch": 0}, "--batch must be between 1 and 1024, not 0"),
