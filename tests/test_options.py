@@ -4,13 +4,16 @@ arguments are derived from it (streamcam.options)."""
 from __future__ import annotations
 
 import argparse
+import inspect
+from dataclasses import fields
 
 import pytest
 
 import streamcam
 from streamcam.cli import build_export_parser, build_parser
 from streamcam.config import RunConfig
-from streamcam.options import declared, parsed
+from streamcam.engine import pipeline
+from streamcam.options import declared, explainer_arguments, parsed
 
 # The command's own options, which set no RunConfig field (--demo chooses the input and output).
 CLI_ONLY = {"help", "version", "demo", "debug"}
@@ -56,6 +59,32 @@ def test_export_takes_the_model_options_from_the_same_fields():
         assert (export[name].option_strings, export[name].default) == (run[name].option_strings, run[name].default)
     for name in ("weights", "trust_model_file"):  # the same words; model, labels and layer have export's own
         assert export[name].help == run[name].help
+
+
+EXPLAINER_FIELDS = {"model", "weights", "labels", "layer", "layers", "method", "device", "backend", "top_k",
+                    "target_class", "box_threshold", "precision", "compile", "trust_model_file"}
+
+
+def test_explainer_options_are_its_arguments_but_the_views():
+    assert set(explainer_arguments(RunConfig)) == EXPLAINER_FIELDS
+    # box_threshold is also the view's: run(explainer=ex, box_threshold=...) draws with it
+    assert pipeline.EXPLAINER_OPTIONS == EXPLAINER_FIELDS - {"box_threshold"}
+
+
+def test_explainer_arguments_are_keywords_of_the_explainer_with_the_same_defaults():
+    parameters = inspect.signature(streamcam.Explainer.__init__).parameters
+    defaults = {item.name: item.default for item in fields(RunConfig)}
+    for name in explainer_arguments(RunConfig):
+        assert parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        assert parameters[name].default == defaults[name], name
+
+
+def test_build_explainer_passes_every_argument_by_name(monkeypatch):
+    import streamcam.explainer
+
+    monkeypatch.setattr(streamcam.explainer, "Explainer", lambda **arguments: arguments)
+    config = RunConfig(top_k=3, box_threshold=0.3, method="gradcam", precision="bf16", compile=True)
+    assert pipeline._build_explainer(config) == {name: getattr(config, name) for name in EXPLAINER_FIELDS}
 
 
 BAD_VALUES = [
