@@ -19,12 +19,6 @@ from pathlib import Path
 from . import interrupts, phases
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-TRUST_HELP = ("allow `--model`/`--weights` to be a whole pickled model (`torch.save(model)`): unpickling runs any "
-              "code the file holds, so only for files from a source you trust")
-WEIGHTS_HELP = ("a state dict (`.pth`/`.pt`, plain or under `state_dict`/`model`; DataParallel's `module.` prefix is "
-                "stripped) or a `.safetensors` file; `random` keeps an untrained net. Without it, torchvision/timm "
-                "weights come from those libraries' caches, or download through them when online; offline, one line "
-                "names the file to fetch and the `--weights` to pass")
 log = logging.getLogger("streamcam")
 
 
@@ -40,7 +34,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .defaults import METHOD_NAMES
+    """``streamcam``'s parser: :class:`RunConfig`'s fields (see :mod:`streamcam.options`), and the command's own."""
+    from .config import RunConfig
+    from .options import add_options
 
     parser = _Parser(
         prog="streamcam",
@@ -48,99 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples: streamcam --webcam 0 | streamcam in.mp4 -o out.mp4 | streamcam a.jpg photos/ -o annotated/ | "
         "streamcam --demo | streamcam export --model resnet50 -o models/resnet50.onnx",
     )
-    parser.add_argument(
-        "inputs", nargs="*", metavar="INPUT",
-        help="video files (anything FFmpeg reads) and stream URLs (`rtsp://`, `http://`, ...), any number, explained "
-             "side by side; or image files and folders (non-recursive)")
-    parser.add_argument("--webcam", type=int, metavar="N", action="append", dest="webcams", default=[],
-                        help="webcam number N, live; repeat for several")
+    add_options(parser, RunConfig, stop="output")  # INPUT ..., --webcam
     parser.add_argument(
         "--demo", action="store_true",
         help="no input needed: a clip made at run time from real photos; writes `streamcam-demo.mp4`, rewritten on "
              "each run (or `-o`, which like every other output is not replaced without `--overwrite`)")
-    parser.add_argument(
-        "-o", "--output", metavar="PATH",
-        help="video file for video input (`.mp4`, `.avi`, `.mkv`, `.mov`, `.m4v`; missing folders are created), a "
-             "folder for image input (images keep their names); with several sources a pattern with `{source}` "
-             "(e.g. `out_{source}.mp4`: `out_a.mp4`, `out_webcam0.mp4`, ...)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing output files (refused otherwise), each only once its replacement is "
-                             "complete; never an input")
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model", metavar="NAME",
-        help="`efficientnet_lite0` (default), a torchvision classifier (`resnet18`, `resnet50`, `vgg16`, `googlenet`, "
-             "`mobilenet_v3_large`, `convnext_tiny`, ...), `timm:NAME`, an exported `.onnx` graph, or a whole saved "
-             "model (`torch.save(model)`) with `--trust-model-file`")
-    model.add_argument("--weights", metavar="FILE", help=WEIGHTS_HELP)
-    model.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
-    model.add_argument("--labels", metavar="FILE",
-                       help="class names, one a line (as many as the model has classes); default: ImageNet's for "
-                            "1000-class models, `class N` otherwise")
-    model.add_argument("--layer", metavar="NAME",
-                       help="the module to explain; default: the last block before global pooling, found "
-                            "automatically. A wrong name lists the candidates")
-    model.add_argument("--method", default="cam", metavar="NAME",
-                       help=f"{', '.join(f'`{m}`' for m in METHOD_NAMES)}; default `cam` (see Methods in README)")
-    model.add_argument("--layers", metavar="A,B,C|auto",
-                       help="multi-layer grid: the frame once per layer, each with that layer's heatmap and name (the "
-                            "first tile also lists the classes); `auto` = the output of each of the last four stages "
-                            "(e.g. `layer1`..`layer4` of a ResNet)")
-    model.add_argument("--top-k", type=int, default=1, metavar="K",
-                       help="explain the K most likely classes (default 1; all are listed, the heatmap shows the "
-                            "first)")
-    model.add_argument("--class", dest="target_class", metavar="NAME|ID",
-                       help="explain this class (label, case-insensitive, or id) instead of the top ones")
-    model.add_argument("--batch", type=int, default=8, metavar="N",
-                       help="frames per inference batch (default 8), taken from all sources together; live sources "
-                            "never wait for a batch to fill")
-    model.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), metavar="P",
-                       help="`fp32` (default), `fp16` or `bf16`: the model's forward pass under autocast; the maps' "
-                            "maths stays fp32")
-    model.add_argument("--compile", action="store_true",
-                       help="torch engine: run the forward passes that need no gradients (CAM, Eigen-CAM) through "
-                            "`torch.compile`, with CUDA graphs on a GPU; each batch size compiles once, on first use")
-    model.add_argument("--device", default="auto", help="`auto` (default: CUDA if present), `cpu`, `cuda`, `cuda:N`")
-    model.add_argument("--backend", default="auto",
-                       help="`auto` (default): per method, the fastest engine that can serve it (see Engines in "
-                            "README); `torch`, `onnxruntime` force one")
-    view = parser.add_argument_group("view")
-    view.add_argument("--alpha", type=float, default=0.5, metavar="A", help="heatmap opacity, 0 to 1 (default 0.5)")
-    view.add_argument("--boxes", action="store_true",
-                      help="draw, for each explained class, a box around its heatmap's largest hot region (top class "
-                           "green, then magenta, cyan, orange, white); a class with no distinct hot region gets none")
-    view.add_argument("--box-threshold", type=float, default=0.2, metavar="F",
-                      help="a box keeps the pixels at or above F x the map's max (default 0.2, as the CAM paper; the "
-                           "Grad-CAM paper used 0.15)")
-    view.add_argument("--smooth", type=float, default=0.0, metavar="S",
-                      help="temporal smoothing of the heatmaps, 0 (off, default) to below 1: "
-                           "`M'_t = S M'_{t-1} + (1 - S) M_t` per source and class; restarts on cuts and class changes")
-    view.add_argument("--render", choices=("auto", "device", "host"), default="auto", metavar="WHERE",
-                      help="where the heatmap is blended and the boxes thresholded: `device` (torch, on the model's "
-                           "device), `host` (OpenCV); `auto` (default): `host` on a CPU, where it is measured faster, "
-                           "`device` on CUDA")
-    view.add_argument("--json", metavar="FILE",
-                      help="one JSON line per explained frame (classes, scores, boxes), flushed line by line; one "
-                           "file for all sources, or one each with `{source}` in the name; `-` writes them to "
-                           "standard output")
-    view.add_argument("--no-display", action="store_true",
-                      help="never open a window (it is off anyway where there is no display)")
-    video = parser.add_argument_group("video files")
-    video.add_argument("--codec", choices=("h264", "hevc", "av1", "mjpeg"), metavar="C",
-                       help="`h264` (default; `mjpeg` for `.avi`), `hevc`, `av1`, `mjpeg`; on NVENC where an NVIDIA "
-                            "GPU has it")
-    video.add_argument("--crf", type=int, metavar="Q",
-                       help="constant quality, lower is better (defaults: h264 20, hevc 24, av1 32, mjpeg 3)")
-    video.add_argument("--bitrate", type=_bitrate, metavar="RATE",
-                       help="bits per second (`4M`, `800k`) instead of `--crf`")
-    video.add_argument("--no-audio", action="store_true", help="leave the input's sound out of the video file")
+    add_options(parser, RunConfig, start="output")  # -o, --overwrite, then the groups model, view, video files
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
 
 
 def build_export_parser() -> argparse.ArgumentParser:
-    from .defaults import DEFAULT_OPSET, OPSETS
+    from .config import RunConfig
+    from .defaults import DEFAULT_MODEL, DEFAULT_OPSET, OPSETS
+    from .options import add_option
 
     parser = _Parser(
         prog="streamcam export",
@@ -148,17 +66,16 @@ def build_export_parser() -> argparse.ArgumentParser:
                     "classes it is asked for when it runs (any --top-k or --class: one export serves all).",
         epilog="example: streamcam export --model resnet50 -o models/resnet50.onnx",
     )
-    parser.add_argument("--model", metavar="NAME|FILE",
-                        help="as for `streamcam`: `efficientnet_lite0` (default), a torchvision classifier, "
-                             "`timm:NAME`, or a saved model file")
+    add_option(parser, RunConfig, "model", metavar="NAME|FILE",
+               help=f"as for `streamcam`: `{DEFAULT_MODEL}` (default), a torchvision classifier, `timm:NAME`, or a "
+                    "saved model file")
     parser.add_argument("-o", "--output", metavar="PATH", help="the `.onnx` file to write (default: `models/NAME.onnx`)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing file, once the new graph is complete (never an input)")
-    parser.add_argument("--weights", metavar="FILE", help=WEIGHTS_HELP)
-    parser.add_argument("--labels", metavar="FILE", help="class names, one a line (stored in the graph)")
-    parser.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
-    parser.add_argument("--layer", metavar="NAME",
-                        help="the module whose output the graph exposes (default: found automatically)")
+    add_option(parser, RunConfig, "weights")
+    add_option(parser, RunConfig, "labels", help="class names, one a line (stored in the graph)")
+    add_option(parser, RunConfig, "trust_model_file")
+    add_option(parser, RunConfig, "layer", help="the module whose output the graph exposes (default: found automatically)")
     # Accepted so that existing scripts keep working, ignored with a warning: the graph serves every top-k.
     parser.add_argument("--top-k", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
@@ -256,47 +173,20 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .config import RunConfig
-    from .defaults import DEFAULT_MODEL
     from .demo import DEMO_OUTPUT, demo_input
     from .engine import run_config
+    from .options import parsed
 
     if args.demo and (args.inputs or args.webcams):
         from .errors import InputError
 
         raise InputError("--demo takes no input: drop the files or --webcam")
-    config = RunConfig(  # every option checked here, before torch loads and before the demo clip is made
-        inputs=tuple(args.inputs),
-        webcams=tuple(args.webcams),
-        output=args.output or (DEMO_OUTPUT if args.demo else None),
-        model=args.model or DEFAULT_MODEL,
-        weights=args.weights,
-        labels=args.labels,
-        layer=args.layer,
-        layers=args.layers,
-        method=args.method,
-        device=args.device,
-        backend=args.backend,
-        batch=args.batch,
-        precision=args.precision,
-        compile=args.compile,
-        top_k=args.top_k,
-        target_class=args.target_class,
-        alpha=args.alpha,
-        boxes=args.boxes,
-        box_threshold=args.box_threshold,
-        smooth=args.smooth,
-        render=args.render,
-        json=args.json,
-        codec=args.codec,
-        crf=args.crf,
-        bitrate=args.bitrate,
-        audio=not args.no_audio,
-        overwrite=args.overwrite,
-        replaceable=(DEMO_OUTPUT,) if args.demo and not args.output else (),  # the demo rewrites its own
-        trust_model_file=args.trust_model_file,
-        display=False if args.no_display else None,
-        progress=_is_terminal(sys.stderr),
-    )
+    config = RunConfig(**{  # every option checked here, before torch loads and before the demo clip is made
+        **parsed(args, RunConfig),
+        "output": args.output or (DEMO_OUTPUT if args.demo else None),
+        "replaceable": (DEMO_OUTPUT,) if args.demo and not args.output else (),  # the demo rewrites its own
+        "progress": _is_terminal(sys.stderr),
+    })
     with demo_input() if args.demo else nullcontext(None) as clip, \
             interrupts.scratch(clip.parent) if clip else nullcontext():
         summary = run_config(replace(config, inputs=(str(clip),)) if clip else config)
@@ -309,14 +199,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-
-    from .defaults import DEFAULT_MODEL
     from .preflight import check_export
 
     if args.top_k is not None:
         log.warning("export --top-k is no longer needed and is ignored: the graph serves every top-k; "
                     "choose it when running (streamcam in.mp4 --model x.onnx --top-k %d)", args.top_k)
-    model = args.model or DEFAULT_MODEL
+    model = args.model
     output = args.output or str(Path("models") / f"{Path(model.removeprefix('timm:')).stem}.onnx")
     check_export(output, model, args.weights, args.labels, args.opset, args.overwrite)  # before torch loads
     with phases.phase(f"exporting {model} to {output}", long=True):
@@ -397,18 +285,6 @@ def _quiet_opencv(debug: bool) -> None:
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when the first capture opens
     levels = cv2.utils.logging
     levels.setLogLevel(levels.LOG_LEVEL_WARNING if debug else levels.LOG_LEVEL_SILENT)
-
-
-def _bitrate(text: str) -> int:
-    """``4M``, ``800k`` or ``2500000`` -> bits per second."""
-    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
-    try:
-        value = float(text[:-1] if scale > 1 else text) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a bitrate (e.g. 4M, 800k)") from None
-    if not 0 < value < 10**11:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a sensible bitrate")
-    return int(value)
 
 
 def _is_terminal(stream: object) -> bool:

@@ -1,20 +1,41 @@
-"""The validated, frozen configuration of one run."""
+"""The validated, frozen configuration of one run.
+
+Each run option is declared once, as a :class:`RunConfig` field made by
+:func:`streamcam.options.option`: its default, flag, help text, check and whether
+it builds the Explainer. The command line's parser, the checks on construction
+and the Explainer's arguments are all derived from these declarations.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from typing import TYPE_CHECKING
-
-from .defaults import DEFAULT_BOX_THRESHOLD, DEFAULT_MODEL
+from .defaults import (
+    DEFAULT_BOX_THRESHOLD,
+    DEFAULT_MODEL,
+    METHOD_NAMES,
+    PRECISION_NAMES,
+)
 from .errors import InputError
+from .options import (
+    check_alpha,
+    check_batch,
+    check_box_threshold,
+    check_smooth,
+    check_top_k,
+    check_values,
+    check_webcams,
+    option,
+    parse_bitrate,
+)
 from .preflight import check_run_options
-from .video_out import EncoderSettings
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from .video_out import EncoderSettings
 
 
 RENDER_CHOICES = ("auto", "device", "host")
@@ -23,12 +44,18 @@ RENDER_CHOICES = ("auto", "device", "host")
 # BENCHMARKS.md "One device path"); cuda: on the device (not measured: no GPU here), which saves
 # copying the maps' frame-sized work back and forth. Any other device type: the device.
 AUTO_RENDER = {"cpu": "host", "cuda": "device"}
+# The sections of ``streamcam --help`` (and of README's option table) besides the command's own options.
+MODEL, VIEW, VIDEO = "model", "view", "video files"
+
+
+def check_render(choice: str) -> None:
+    if choice not in RENDER_CHOICES:
+        raise InputError(f"--render must be one of {', '.join(RENDER_CHOICES)}, not {choice!r}")
 
 
 def resolve_render(choice: str, device_type: str) -> str:
     """``"device"`` or ``"host"``: ``choice`` itself, or for ``"auto"`` the measured default of ``device_type``."""
-    if choice not in RENDER_CHOICES:
-        raise InputError(f"--render must be one of {', '.join(RENDER_CHOICES)}, not {choice!r}")
+    check_render(choice)
     return AUTO_RENDER.get(device_type, "device") if choice == "auto" else choice
 
 
@@ -52,38 +79,122 @@ class ViewOptions:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs, checked on construction (bad values raise :class:`InputError`)."""
+    """Everything a run needs, checked on construction (bad values raise :class:`InputError`).
 
-    inputs: tuple[str, ...] = ()  # video files and URLs (one source each), or image files/folders
-    webcams: tuple[int, ...] = ()  # webcam indices (one source each)
-    output: str | None = None  # video file, or a folder for images; with several sources, a pattern with {source}
-    model: str | nn.Module = DEFAULT_MODEL
-    weights: str | None = None
-    labels: str | None = None
-    layer: str | None = None
-    layers: str | tuple[str, ...] | None = None  # multi-layer grid: names, "a,b,c", or "auto"
-    method: str = "cam"
-    device: str = "auto"
-    backend: str = "auto"
-    batch: int = 8
-    precision: str = "fp32"  # the model's forward pass: fp32, fp16 or bf16 (autocast); maps stay fp32
-    compile: bool = False  # torch engine: forward passes without gradients through torch.compile
-    top_k: int = 1
-    target_class: str | int | None = None  # explain this class instead of the top ones
-    alpha: float = 0.5
-    boxes: bool = False  # draw a box around each explained class's largest hot region
-    box_threshold: float = DEFAULT_BOX_THRESHOLD  # fraction of the map's max
-    smooth: float = 0.0  # temporal smoothing strength, 0 (off) to 1
-    render: str = "auto"  # overlay and box masks: "device", "host" or "auto" (per device type, see AUTO_RENDER)
-    json: str | None = None  # per-frame JSON lines; "-" for standard output
-    codec: str | None = None  # video files: h264 (default), hevc, av1, mjpeg
-    crf: int | None = None  # constant quality (lower is better); None: the codec's default
-    bitrate: int | None = None  # bits per second instead of a constant quality
-    audio: bool = True  # carry the input's sound into the video file
-    overwrite: bool = False  # replace existing output files (never an input)
+    The fields are in ``streamcam --help``'s order; see :mod:`streamcam.options` for what ``option`` declares.
+    """
+
+    inputs: tuple[str, ...] = option(
+        (), metavar="INPUT",
+        help="video files (anything FFmpeg reads) and stream URLs (`rtsp://`, `http://`, ...), any number, explained "
+             "side by side; or image files and folders (non-recursive)")
+    webcams: tuple[int, ...] = option(
+        (), "--webcam", parse=int, metavar="N", repeat=True, check=check_webcams,
+        help="webcam number N, live; repeat for several")
+    output: str | None = option(
+        None, "-o", "--output", metavar="PATH",
+        help="video file for video input (`.mp4`, `.avi`, `.mkv`, `.mov`, `.m4v`; missing folders are created), a "
+             "folder for image input (images keep their names); with several sources a pattern with `{source}` "
+             "(e.g. `out_{source}.mp4`: `out_a.mp4`, `out_webcam0.mp4`, ...)")
+    overwrite: bool = option(
+        False, "--overwrite", sets=True,
+        help="replace existing output files (refused otherwise), each only once its replacement is complete; never "
+             "an input")
     replaceable: tuple[str, ...] = ()  # outputs replaced even without overwrite (the demo's own default output)
-    trust_model_file: bool = False  # allow a whole pickled model, whose loading can run code
-    display: bool | None = None  # None: a window where there is a display
+    model: str | nn.Module = option(  # noqa: RUF009 - option() is dataclasses.field() with metadata
+        DEFAULT_MODEL, "--model", metavar="NAME", group=MODEL, explainer=True,
+        help=f"`{DEFAULT_MODEL}` (default), a torchvision classifier (`resnet18`, `resnet50`, `vgg16`, `googlenet`, "
+             "`mobilenet_v3_large`, `convnext_tiny`, ...), `timm:NAME`, an exported `.onnx` graph, or a whole saved "
+             "model (`torch.save(model)`) with `--trust-model-file`")
+    weights: str | None = option(
+        None, "--weights", metavar="FILE", group=MODEL, explainer=True,
+        help="a state dict (`.pth`/`.pt`, plain or under `state_dict`/`model`; DataParallel's `module.` prefix is "
+             "stripped) or a `.safetensors` file; `random` keeps an untrained net. Without it, torchvision/timm "
+             "weights come from those libraries' caches, or download through them when online; offline, one line "
+             "names the file to fetch and the `--weights` to pass")
+    trust_model_file: bool = option(
+        False, "--trust-model-file", sets=True, group=MODEL, explainer=True,
+        help="allow `--model`/`--weights` to be a whole pickled model (`torch.save(model)`): unpickling runs any "
+             "code the file holds, so only for files from a source you trust")
+    labels: str | None = option(
+        None, "--labels", metavar="FILE", group=MODEL, explainer=True,
+        help="class names, one a line (as many as the model has classes); default: ImageNet's for 1000-class "
+             "models, `class N` otherwise")
+    layer: str | None = option(
+        None, "--layer", metavar="NAME", group=MODEL, explainer=True,
+        help="the module to explain; default: the last block before global pooling, found automatically. A wrong "
+             "name lists the candidates")
+    method: str = option(
+        "cam", "--method", metavar="NAME", group=MODEL, explainer=True,
+        help=f"{', '.join(f'`{m}`' for m in METHOD_NAMES)}; default `cam` (see Methods in README)")
+    layers: str | tuple[str, ...] | None = option(  # names, "a,b,c", or "auto"
+        None, "--layers", metavar="A,B,C|auto", group=MODEL, explainer=True,
+        help="multi-layer grid: the frame once per layer, each with that layer's heatmap and name (the first tile "
+             "also lists the classes); `auto` = the output of each of the last four stages (e.g. `layer1`..`layer4` "
+             "of a ResNet)")
+    top_k: int = option(
+        1, "--top-k", parse=int, metavar="K", group=MODEL, check=check_top_k, explainer=True,
+        help="explain the K most likely classes (default 1; all are listed, the heatmap shows the first)")
+    target_class: str | int | None = option(
+        None, "--class", metavar="NAME|ID", group=MODEL, explainer=True,
+        help="explain this class (label, case-insensitive, or id) instead of the top ones")
+    batch: int = option(
+        8, "--batch", parse=int, metavar="N", group=MODEL, check=check_batch,
+        help="frames per inference batch (default 8), taken from all sources together; live sources never wait "
+             "for a batch to fill")
+    precision: str = option(
+        "fp32", "--precision", choices=PRECISION_NAMES, metavar="P", group=MODEL, explainer=True,
+        help="`fp32` (default), `fp16` or `bf16`: the model's forward pass under autocast; the maps' maths stays "
+             "fp32")
+    compile: bool = option(
+        False, "--compile", sets=True, group=MODEL, explainer=True,
+        help="torch engine: run the forward passes that need no gradients (CAM, Eigen-CAM) through "
+             "`torch.compile`, with CUDA graphs on a GPU; each batch size compiles once, on first use")
+    device: str = option(
+        "auto", "--device", group=MODEL, explainer=True,
+        help="`auto` (default: CUDA if present), `cpu`, `cuda`, `cuda:N`")
+    backend: str = option(
+        "auto", "--backend", group=MODEL, explainer=True,
+        help="`auto` (default): per method, the fastest engine that can serve it (see Engines in README); `torch`, "
+             "`onnxruntime` force one")
+    alpha: float = option(
+        0.5, "--alpha", parse=float, metavar="A", group=VIEW, check=check_alpha,
+        help="heatmap opacity, 0 to 1 (default 0.5)")
+    boxes: bool = option(
+        False, "--boxes", sets=True, group=VIEW,
+        help="draw, for each explained class, a box around its heatmap's largest hot region (top class green, then "
+             "magenta, cyan, orange, white); a class with no distinct hot region gets none")
+    box_threshold: float = option(  # the Explainer's, and the view's: run(explainer=..., box_threshold=...) is fine
+        DEFAULT_BOX_THRESHOLD, "--box-threshold", parse=float, metavar="F", group=VIEW, check=check_box_threshold,
+        explainer=True,
+        help=f"a box keeps the pixels at or above F x the map's max (default {DEFAULT_BOX_THRESHOLD}, as the CAM "
+             "paper; the Grad-CAM paper used 0.15)")
+    smooth: float = option(
+        0.0, "--smooth", parse=float, metavar="S", group=VIEW, check=check_smooth,
+        help="temporal smoothing of the heatmaps, 0 (off, default) to below 1: `M'_t = S M'_{t-1} + (1 - S) M_t` "
+             "per source and class; restarts on cuts and class changes")
+    render: str = option(  # see AUTO_RENDER
+        "auto", "--render", choices=RENDER_CHOICES, metavar="WHERE", group=VIEW, check=check_render,
+        help="where the heatmap is blended and the boxes thresholded: `device` (torch, on the model's device), "
+             "`host` (OpenCV); `auto` (default): `host` on a CPU, where it is measured faster, `device` on CUDA")
+    json: str | None = option(
+        None, "--json", metavar="FILE", group=VIEW,
+        help="one JSON line per explained frame (classes, scores, boxes), flushed line by line; one file for all "
+             "sources, or one each with `{source}` in the name; `-` writes them to standard output")
+    display: bool | None = option(  # None: a window where there is a display
+        None, "--no-display", sets=False, group=VIEW,
+        help="never open a window (it is off anyway where there is no display)")
+    codec: str | None = option(
+        None, "--codec", choices=("h264", "hevc", "av1", "mjpeg"), metavar="C", group=VIDEO,
+        help="`h264` (default; `mjpeg` for `.avi`), `hevc`, `av1`, `mjpeg`; on NVENC where an NVIDIA GPU has it")
+    crf: int | None = option(
+        None, "--crf", parse=int, metavar="Q", group=VIDEO,
+        help="constant quality, lower is better (defaults: h264 20, hevc 24, av1 32, mjpeg 3)")
+    bitrate: int | None = option(
+        None, "--bitrate", parse=parse_bitrate, metavar="RATE", group=VIDEO,
+        help="bits per second (`4M`, `800k`) instead of `--crf`")
+    audio: bool = option(
+        True, "--no-audio", sets=False, group=VIDEO, help="leave the input's sound out of the video file")
     progress: bool = False  # a tqdm bar for inputs of known length
 
     def __post_init__(self) -> None:
@@ -91,24 +202,15 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, Path):
                 object.__setattr__(self, name, str(value))
-        if not 1 <= self.batch <= 1024:
-            raise InputError(f"--batch must be between 1 and 1024, not {self.batch}")
-        if self.top_k < 1:
-            raise InputError(f"--top-k must be at least 1, not {self.top_k}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise InputError(f"--alpha must be between 0 and 1, not {self.alpha}")
-        if not 0.0 < self.box_threshold <= 1.0:
-            raise InputError(f"--box-threshold is a fraction of the map's maximum, in (0, 1], not {self.box_threshold}")
-        if not 0.0 <= self.smooth < 1.0:
-            raise InputError(f"--smooth must be at least 0 and below 1, not {self.smooth}")
-        resolve_render(self.render, "cpu")  # checks the name
-        if any(index < 0 for index in self.webcams):
-            raise InputError(f"--webcam takes a camera index (0, 1, ...), not {min(self.webcams)}")
+        check_values(self)  # each option's own check: --batch 1 to 1024, --top-k at least 1, ...
         self.encoding  # checks the codec, crf and bitrate
         check_run_options(self)  # method, model name, class...: every check that needs no torch
 
     @property
     def encoding(self) -> EncoderSettings:
+        # imported here, with OpenCV: `streamcam --help` reads the fields and needs neither
+        from .video_out import EncoderSettings
+
         return EncoderSettings(self.codec, self.crf, self.bitrate, self.audio)
 
     @property

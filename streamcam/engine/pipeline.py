@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from ..config import RunConfig, ViewOptions
 from ..controls import LiveControls
 from ..errors import InputError
 from ..interrupts import deferred, outputs_open
+from ..options import explainer_arguments
 from ..phases import phase
 from ..plan import plan_outputs
 from ..sources import Source, open_sources
@@ -34,9 +35,9 @@ if TYPE_CHECKING:  # torch loads with the model, after every input and output is
 
 log = logging.getLogger(__name__)
 
-# The run() options that build an Explainer (and so cannot go with explainer=).
-EXPLAINER_OPTIONS = frozenset({"model", "weights", "labels", "layer", "layers", "method", "device", "backend",
-                               "top_k", "target_class", "precision", "compile", "trust_model_file"})
+# The run() options that build an Explainer (and so cannot go with explainer=): its arguments, but for those
+# the view reads too (box_threshold: boxes are thresholded where the view is drawn).
+EXPLAINER_OPTIONS = frozenset(explainer_arguments(RunConfig)) - {f.name for f in fields(ViewOptions)}
 # Files: wait this long for a batch to fill; live sources never wait.
 FILE_BATCH_DEADLINE_S = 0.05
 JOIN_TIMEOUT_S = 2.0
@@ -175,22 +176,7 @@ def _build_explainer(config: RunConfig) -> Explainer:
     with phase(f"loading {name}"):
         from ..explainer import Explainer  # and torch with it
 
-        return Explainer(
-            model=config.model,
-            method=config.method,
-            layer=config.layer,
-            labels=config.labels,
-            device=config.device,
-            top_k=config.top_k,
-            backend=config.backend,
-            weights=config.weights,
-            target_class=config.target_class,
-            layers=config.layers,
-            box_threshold=config.box_threshold,
-            precision=config.precision,
-            compile=config.compile,
-            trust_model_file=config.trust_model_file,
-        )
+        return Explainer(**{name: getattr(config, name) for name in explainer_arguments(config)})
 
 
 def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes: dict[str, list[Sink]],
