@@ -60,24 +60,6 @@ def resolve_render(choice: str, device_type: str) -> str:
 
 
 @dataclass(frozen=True)
-class ViewOptions:
-    """How the pipeline draws and what it measures besides the maps."""
-
-    alpha: float = 0.5  # heatmap opacity
-    smooth: float = 0.0  # EMA strength over time, 0 = off (see streamcam.smoothing)
-    draw_boxes: bool = False
-    box_threshold: float = DEFAULT_BOX_THRESHOLD
-    records: bool = False  # per-frame JSON records want boxes even when they are not drawn
-    # Where the heatmap is blended and boxes are thresholded: "device" (torch, on the explainer's device,
-    # in the inference worker), "host" (OpenCV, in the render thread) or "auto" (see AUTO_RENDER).
-    render: str = "auto"
-
-    @property
-    def boxes_needed(self) -> bool:
-        return self.draw_boxes or self.records
-
-
-@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs, checked on construction (bad values raise :class:`InputError`).
 
@@ -241,3 +223,22 @@ class RunConfig:
         if "webcams" in options:
             options["webcams"] = tuple(options["webcams"])
         return cls(**options)
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """How the pipeline draws and what it measures besides the maps."""
+
+    # The defaults are RunConfig's (the options of the same names, declared there once).
+    alpha: float = RunConfig.alpha  # heatmap opacity
+    smooth: float = RunConfig.smooth  # EMA strength over time, 0 = off (see streamcam.smoothing)
+    draw_boxes: bool = RunConfig.boxes
+    box_threshold: float = RunConfig.box_threshold
+    records: bool = False  # per-frame JSON records want boxes even when they are not drawn
+    # Where the heatmap is blended and boxes are thresholded: "device" (torch, on the explainer's device,
+    # in the inference worker), "host" (OpenCV, in the render thread) or "auto" (see AUTO_RENDER).
+    render: str = RunConfig.render
+
+    @property
+    def boxes_needed(self) -> bool:
+        return self.draw_boxes or self.records

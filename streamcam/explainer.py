@@ -32,6 +32,7 @@ from .explaining import ClassChoice, explain_batch
 from .labels import class_index
 from .loan import ModelLoan
 from .models import load_model
+from .options import check_box_threshold, check_top_k
 from .preflight import check_precision
 from .preprocess import Preprocessor
 from .types import Explanation
@@ -91,8 +92,8 @@ class Explainer:
         self.compile = compile
         method_instance = make_method(method)
         self.backend_name = choose_backend(backend, is_onnx_file(model))  # what was asked: auto, torch or onnxruntime
-        if not 1 <= top_k:
-            raise InputError(f"top-k must be at least 1, not {top_k}")
+        check_top_k(top_k)  # the same checks, in the same words, as RunConfig's
+        check_box_threshold(box_threshold)
         self._engines = self._open(model, weights, labels, layer, trust_model_file)
         self.explained: ExplainedModel = self._engines.model
         self._fallback = GradCAM()
@@ -102,8 +103,6 @@ class Explainer:
         if top_k > len(self.labels):
             raise InputError(f"top-k must be between 1 and {len(self.labels)} (the number of classes), not {top_k}")
         self.classes = ClassChoice(top_k, None if target_class is None else self.class_index(target_class))
-        if not 0.0 < box_threshold <= 1.0:
-            raise InputError(f"the box threshold is a fraction of the map's maximum, in (0, 1], not {box_threshold}")
         self.box_threshold = box_threshold
         self.preprocess = Preprocessor(self.input_size, self.explained.mean, self.explained.std, self.device)
 

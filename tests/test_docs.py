@@ -35,3 +35,16 @@ def test_every_option_is_in_its_table():
             for option in action.option_strings:
                 if option not in ("-h", "--help", "--version"):
                     assert f"`{option}" in blocks[command] or f", {option}" in blocks[command], (command, option)
+
+
+def test_readme_names_every_run_option():
+    """The Python API section lists run()'s options: every RunConfig field but the source and output."""
+    import re
+    from dataclasses import fields
+
+    from streamcam.config import RunConfig
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = readme[readme.index("`streamcam.RunConfig` ("):readme.index("or `explainer=` to reuse")]
+    names = set(re.findall(r"`(\w+)`", listed))
+    assert {f.name for f in fields(RunConfig)} - {"inputs", "output"} <= names
