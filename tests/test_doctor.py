@@ -23,7 +23,8 @@ from streamcam.types import Explanation
 from conftest import TinyGapNet
 from test_startup import run_fresh
 
-CPU_ROWS = {"torch cpu fp32", "torch cpu fp16", "torch cpu bf16", "onnxruntime cpu fp32", "libx264 + software decoding"}
+CPU_ROWS = {"torch cpu fp32", "torch cpu fp16", "torch cpu bf16", "onnxruntime cpu fp32", "onnxruntime cpu fp16",
+            "libx264 + software decoding"}
 NAMES = ("chelsea", "coffee")
 
 

@@ -58,8 +58,8 @@ def engine_specs() -> list[EngineSpec]:
     import torch
 
     specs = [EngineSpec("torch", "cpu", precision) for precision in BOUNDS]
-    specs += [EngineSpec("onnxruntime", "cpu", "fp32", missing_provider_reason("CPUExecutionProvider")),
-              EngineSpec("onnxruntime", "cpu", "fp16", "streamcam runs onnxruntime's fp16 graph on CUDA only")]
+    specs += [EngineSpec("onnxruntime", "cpu", precision, missing_provider_reason("CPUExecutionProvider"))
+              for precision in ("fp32", "fp16")]  # bf16: OnnxBackend.precisions
     no_cuda = no_cuda_reason()
     for device in [d["device"] for d in devices()[1:]] or ["cuda"]:
         no_bf16 = None if no_cuda or torch.cuda.get_device_capability(device) >= (8, 0) else \
