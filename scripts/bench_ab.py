@@ -1,11 +1,14 @@
-"""Two checkouts of streamcam side by side: fps of the default pipeline (``streamcam in.mp4 -o out.mp4``).
+"""Two checkouts of streamcam side by side: fps of the default pipeline (``streamcam in.mp4 -o out.mp4``),
+and with ``--explain`` images/s of ``Explainer(...)(frames)`` per method and engine.
 
 Each round runs every checkout once, alternating, each in its own process (its
-``PYTHONPATH`` = the checkout), on the same generated clip (the cat photo panning);
-a process builds the Explainer, runs the clip once to warm up, then times one run.
-The median fps per checkout is kept. Extra ``run()`` options go as ``key=value``.
+``PYTHONPATH`` = the checkout), on the same generated clip (the cat photo panning)
+or the same real photos; a process builds the Explainer, runs once to warm up,
+then times one run (``--explain``: calls for ``--seconds``). The median per
+checkout is kept. Extra ``run()`` options go as ``key=value``.
 
     python scripts/bench_ab.py /tmp/before . [--rounds 3] [--frames 120] [--sizes 640x360,1280x720] [render=host]
+    python scripts/bench_ab.py /tmp/before . --explain [--batch 8] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -30,16 +33,64 @@ print(summary.frames / (time.perf_counter() - started))
 """
 
 
+# One Explainer per case, called on --batch real photos (640x480) for --seconds: images/s.
+EXPLAIN_CASES = {
+    "cam, auto (onnxruntime)": {},
+    "cam, torch": {"backend": "torch"},
+    "gradcam, torch": {"backend": "torch", "method": "gradcam"},
+    "guided-gradcam, torch": {"backend": "torch", "method": "guided-gradcam"},
+    "cam + grid (auto), torch": {"backend": "torch", "layers": "auto"},
+    "cam top-3, auto": {"top_k": 3},
+}
+ONE_EXPLAIN = """
+import sys, time, cv2, streamcam
+from streamcam.demo import photo
+options, batch, seconds = eval(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+frames = [cv2.resize(photo(name), (640, 480)) for name in ("chelsea", "coffee")] * batch
+frames = frames[:batch]
+ex = streamcam.Explainer(device="cpu", **options)
+for _ in range(2):
+    ex(frames).boxes
+count, started = 0, time.perf_counter()
+while time.perf_counter() - started < seconds:
+    ex(frames).boxes
+    count += batch
+print(count / (time.perf_counter() - started))
+"""
+
+
+def explain_table(checkouts: list[str], rounds: int, batch: int, seconds: float) -> None:
+    """images/s of each EXPLAIN_CASES case, per checkout, alternating within each round."""
+    print(f"| case (batch {batch}) | {' | '.join(checkouts)} | last / first |")
+    print("|---|" + "---|" * (len(checkouts) + 1))
+    for case, options in EXPLAIN_CASES.items():
+        rates: dict[str, list[float]] = {c: [] for c in checkouts}
+        for _ in range(rounds):
+            for checkout in checkouts:
+                env = {**os.environ, "PYTHONPATH": str(Path(checkout).resolve())}
+                done = subprocess.run([sys.executable, "-c", ONE_EXPLAIN, repr(options), str(batch), str(seconds)],
+                                      env=env, capture_output=True, text=True, check=True)
+                rates[checkout].append(float(done.stdout.split()[-1]))
+        medians = [statistics.median(rates[c]) for c in checkouts]
+        print(f"| {case} | {' | '.join(f'{m:.1f}' for m in medians)} | {medians[-1] / medians[0]:.3f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkouts", nargs="+")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--sizes", default="640x360,1280x720")
+    parser.add_argument("--explain", action="store_true", help="time Explainer calls per method instead")
+    parser.add_argument("--batch", type=int, default=8, help="--explain: frames per call")
+    parser.add_argument("--seconds", type=float, default=3.0, help="--explain: timed per run")
     args = parser.parse_args()
     options = {k: ast.literal_eval(v) if v[:1].isdigit() or v in ("True", "False") else v
                for k, v in (o.split("=", 1) for o in args.checkouts if "=" in o)}  # run() options, key=value
     args.checkouts = [c for c in args.checkouts if "=" not in c]
+    if args.explain:
+        explain_table(args.checkouts, args.rounds, args.batch, args.seconds)
+        return
     sys.path.insert(0, str(Path(args.checkouts[-1]).resolve()))
     from streamcam.demo import pan_frames, photo, write_clip
 
