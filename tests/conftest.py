@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -178,9 +179,25 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
+def decoded(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    """Every frame ``capture`` decodes, in order; then it is released."""
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        capture.release()
+
+
 def count_frames(path: Path) -> int:
+    """How many frames of the video at ``path`` decode (one at a time: a long recording is never held whole)."""
+    return sum(1 for _ in decoded(cv2.VideoCapture(str(path))))
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    """Every frame of the video at ``path`` that decodes, and the frame rate its header gives."""
     capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    return count
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return list(decoded(capture)), fps

@@ -25,7 +25,7 @@ from streamcam.engine import annotate
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
-from conftest import TinyGapNet, fake_cameras, make_pan_video, streamcam_threads
+from conftest import TinyGapNet, count_frames, fake_cameras, make_pan_video, read_video, streamcam_threads
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 
@@ -44,16 +44,6 @@ def write_avi(path: Path, count: int = 60, size=(320, 240)) -> Path:
     return path
 
 
-def frames_in(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return frames
-        frames.append(frame)
-
-
 def cli(capsys, *argv: str) -> tuple[int, str]:
     code = main(list(argv))
     return code, capsys.readouterr().err
@@ -66,12 +56,12 @@ def test_truncated_file_every_decodable_frame_then_the_problem(tmp_path, capsys)
     data = write_avi(tmp_path / "full.avi").read_bytes()
     truncated = tmp_path / "truncated.avi"
     truncated.write_bytes(data[: int(len(data) * 0.6)])
-    decodable = len(frames_in(truncated))
+    decodable = count_frames(truncated)
     assert 0 < decodable < 60
     out = tmp_path / "out.avi"
     code, err = cli(capsys, str(truncated), "-o", str(out))
     assert code == 0, err
-    assert len(frames_in(out)) == decodable
+    assert count_frames(out) == decodable
     assert f"{decodable} of the 60 frames" in err and "Traceback" not in err
 
 
@@ -81,12 +71,12 @@ def test_corruption_in_the_middle_does_not_end_the_run(tmp_path, capsys):
     data[start : start + 3000] = bytes((b * 7 + 13) % 256 for b in data[start : start + 3000])
     damaged = tmp_path / "damaged.avi"
     damaged.write_bytes(bytes(data))
-    decodable = frames_in(damaged)
+    decodable = count_frames(damaged)
     out = tmp_path / "out.avi"
     code, err = cli(capsys, str(damaged), "-o", str(out))
     assert code == 0, err
-    written = frames_in(out)
-    assert len(written) == len(decodable) >= 55  # frames after the damage were processed too
+    written = count_frames(out)
+    assert written == decodable >= 55  # frames after the damage were processed too
     assert "Traceback" not in err
 
 
@@ -137,10 +127,10 @@ def test_a_1x1_video(tmp_path, capsys):
     out = tmp_path / "out.avi"
     code, err = cli(capsys, str(source), "-o", str(out))
     assert code == 0, err
-    assert [f.shape for f in frames_in(out)] == [(1, 1, 3)] * 5
+    assert [f.shape for f in read_video(out)[0]] == [(1, 1, 3)] * 5
     code, err = cli(capsys, str(source), "-o", str(tmp_path / "out.mp4"))  # H.264 4:4:4 holds 1x1 too
     assert code == 0, err
-    assert [f.shape for f in frames_in(tmp_path / "out.mp4")] == [(1, 1, 3)] * 5
+    assert [f.shape for f in read_video(tmp_path / "out.mp4")[0]] == [(1, 1, 3)] * 5
 
 
 def test_odd_sizes_are_kept_and_said(tmp_path, caplog):
@@ -149,7 +139,8 @@ def test_odd_sizes_are_kept_and_said(tmp_path, caplog):
         sink = streamcam.sinks.VideoFileSink(tmp_path / name, 25.0, 321, 241)
         with sink:
             sink.write(streamcam.AnnotatedFrame(frame, frame.image, (), 0.0, 0))
-        assert frames_in(tmp_path / name)[0].shape == (241, 321, 3)
+        frames, _ = read_video(tmp_path / name)
+        assert frames[0].shape == (241, 321, 3)
     assert "321x241 is odd-sized: kept exactly with 4:4:4" in caplog.text  # (MJPEG in .avi needs no word)
 
 
@@ -179,7 +170,7 @@ def test_unplugged_webcam_retries_then_stops_cleanly(tmp_path, monkeypatch, tiny
     assert 1.5 <= elapsed < 10
     assert len(made) >= 4  # it tried to reopen the device several times, backing off
     assert summary.problems and "webcam:0 was lost" in summary.problems[0]
-    assert len(frames_in(out)) == summary.frames > 0  # finalised with what was processed
+    assert count_frames(out) == summary.frames > 0  # finalised with what was processed
     assert not streamcam_threads()
 
 
@@ -205,7 +196,7 @@ def test_existing_outputs_are_refused_unless_overwrite(tmp_path, capsys):
     code, err = cli(capsys, str(clip), "--json", str(records), "-o", str(tmp_path / "new.mp4"))
     assert code == 2 and "--overwrite" in err and records.read_text() == "old\n"
     code, err = cli(capsys, str(clip), "-o", str(out), "--overwrite")
-    assert code == 0 and len(frames_in(out)) == 4
+    assert code == 0 and count_frames(out) == 4
     folder = tmp_path / "annotated"
     folder.mkdir()
     (folder / "keep.png").write_bytes(b"x")
@@ -232,7 +223,7 @@ def test_a_full_disk_stops_the_run_with_what_was_saved(tmp_path, capsys, monkeyp
     code, err = cli(capsys, str(clip), "-o", str(out), "--json", str(tmp_path / "r.jsonl"))
     assert code == 1, err
     assert "disk" in err and "full" in err and "wrote 60 frames to" in err
-    assert len(frames_in(out)) == 60  # two checks passed (frames 0 and 30), the third stopped it
+    assert count_frames(out) == 60  # two checks passed (frames 0 and 30), the third stopped it
 
 
 # --- signals ----------------------------------------------------------------------
@@ -273,7 +264,7 @@ def test_a_signal_mid_run_finalises_the_recording_and_the_records_together(tmp_p
     assert elapsed < 5  # threads stop within their 2 s, then the process exits
     lines = records.read_text().splitlines()
     assert [json.loads(line)["frame"] for line in lines] == list(range(len(lines)))
-    assert len(frames_in(out)) == len(lines) >= 30  # both end on the same frame
+    assert count_frames(out) == len(lines) >= 30  # both end on the same frame
 
 
 @pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

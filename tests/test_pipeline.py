@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,22 +21,9 @@ from streamcam.sinks import WindowSink, display_available, open_routes
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
-from conftest import TinyGapNet, make_pan_video, streamcam_threads
+from conftest import TinyGapNet, make_pan_video, read_video, streamcam_threads
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    capture = cv2.VideoCapture(str(path))
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames, fps
 
 
 @pytest.fixture
