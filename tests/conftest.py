@@ -107,6 +107,17 @@ def tiny_gap_net() -> TinyGapNet:
     return TinyGapNet().eval()
 
 
+def make_tiny_explainer(seed: int = 0, **options) -> streamcam.Explainer:
+    """An Explainer on the CPU over a TinyGapNet whose random weights come from ``seed``."""
+    torch.manual_seed(seed)
+    return streamcam.Explainer(model=TinyGapNet().eval(), device="cpu", **options)
+
+
+@pytest.fixture
+def tiny_explainer() -> streamcam.Explainer:
+    return make_tiny_explainer()
+
+
 def make_pan_video(path: Path, fps: float = 29.97, count: int = 24, size: tuple[int, int] = (320, 240),
                    image: np.ndarray | None = None) -> Path:
     """A real photo (the cat) sliding across a plain background, written as mp4."""

@@ -25,15 +25,9 @@ from streamcam.engine import annotate
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
-from conftest import TinyGapNet, count_frames, fake_cameras, make_pan_video, read_video, streamcam_threads
+from conftest import count_frames, fake_cameras, make_pan_video, read_video, streamcam_threads
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
-
-
-@pytest.fixture
-def tiny_explainer() -> streamcam.Explainer:
-    torch.manual_seed(0)
-    return streamcam.Explainer(model=TinyGapNet().eval(), device="cpu")
 
 
 def write_avi(path: Path, count: int = 60, size=(320, 240)) -> Path:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +14,7 @@ from streamcam.cli import main
 from streamcam.demo import pan_frames, photo
 from streamcam.engine import annotate
 
-from conftest import TinyGapNet, make_pan_video
+from conftest import make_pan_video, make_tiny_explainer
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -62,8 +61,7 @@ def test_no_command_line_gives_a_traceback(workdir, monkeypatch, capsys, tokens,
 
 @pytest.fixture(scope="module")
 def tiny_explainer() -> streamcam.Explainer:
-    torch.manual_seed(0)
-    return streamcam.Explainer(model=TinyGapNet().eval(), device="cpu")
+    return make_tiny_explainer()  # once for the module (conftest's is made for each test)
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,9 @@ from streamcam.sinks import WindowSink, display_available, open_routes
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
-from conftest import TinyGapNet, make_pan_video, read_video, streamcam_threads
+from conftest import TinyGapNet, make_pan_video, make_tiny_explainer, read_video, streamcam_threads
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def tiny_explainer(tiny_gap_net) -> streamcam.Explainer:
-    return streamcam.Explainer(model=tiny_gap_net, device="cpu")
 
 
 @pytest.mark.parametrize("fps, size, count", [(29.97, (320, 240), 24), (25.0, (336, 190), 13), (59.94, (160, 120), 9)])
@@ -310,8 +305,7 @@ class PatternSource(Source):
 def test_live_controls_switch_method_class_and_grid_without_losing_frames():
     from streamcam.engine.pipeline import live_controls
 
-    torch.manual_seed(7)
-    ex = streamcam.Explainer(model=TinyGapNet().eval(), device="cpu", top_k=2)
+    ex = make_tiny_explainer(seed=7, top_k=2)
     controls = live_controls(ex)
     assert controls.methods[:2] == ["cam", "gradcam"] and not controls.grid
     seen = []

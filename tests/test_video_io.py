@@ -26,7 +26,7 @@ import streamcam.sources
 from streamcam.demo import pan_frames, photo
 from streamcam.video_in import open_video_file
 
-from conftest import TinyGapNet, fake_cameras
+from conftest import TinyGapNet, fake_cameras, make_tiny_explainer
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("headless")]
 
@@ -36,8 +36,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 @pytest.fixture(scope="module")
 def tiny() -> streamcam.Explainer:
-    torch.manual_seed(0)
-    return streamcam.Explainer(model=TinyGapNet().eval(), device="cpu")
+    return make_tiny_explainer()
 
 
 def make_clip(path: Path, times: list[float], size=(320, 240), time_base=Fraction(1, 90_000),
