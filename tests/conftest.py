@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -16,6 +16,8 @@ from torch import nn
 
 import streamcam
 from streamcam.demo import pan_frames, photo, write_clip
+from streamcam.sources import Source
+from streamcam.types import Frame, VideoInfo
 
 
 def pytest_configure(config):
@@ -124,6 +126,23 @@ def make_pan_video(path: Path, fps: float = 29.97, count: int = 24, size: tuple[
     frames = (f for f, _ in pan_frames(photo("chelsea") if image is None else image, size, count))
     assert write_clip(path, frames, fps) == count
     return path
+
+
+class SyntheticSource(Source):
+    """A file-like source (every frame delivered, none dropped) of frames made in the test, ``fps`` apart:
+    ``images``, a list, or a function of the frame index that draws each of ``count`` frames as it is taken
+    (so a long run holds one at a time)."""
+
+    def __init__(self, images: Sequence[np.ndarray] | Callable[[int], np.ndarray], count: int | None = None,
+                 fps: float = 25.0, name: str = "synthetic") -> None:
+        self.draw = images if callable(images) else images.__getitem__
+        self.count = len(images) if count is None else count
+        height, width = self.draw(0).shape[:2]
+        self.info = VideoInfo(name, width, height, fps, self.count, live=False)
+
+    def frames(self):
+        for index in range(self.count):
+            yield Frame(index, index / self.info.fps, time.monotonic(), self.draw(index), self.info.source_id)
 
 
 def streamcam_threads() -> list[threading.Thread]:

@@ -22,10 +22,9 @@ import streamcam.sources
 from streamcam.cli import main
 from streamcam.demo import pan_frames, photo
 from streamcam.engine import annotate
-from streamcam.sources import Source
-from streamcam.types import Frame, VideoInfo
+from streamcam.types import Frame
 
-from conftest import count_frames, fake_cameras, make_pan_video, read_video, streamcam_threads
+from conftest import SyntheticSource, count_frames, fake_cameras, make_pan_video, read_video, streamcam_threads
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 
@@ -301,20 +300,6 @@ def test_a_stage_error_exits_1_from_the_cli(tmp_path, capsys, monkeypatch):
 # --- long runs ----------------------------------------------------------------------
 
 
-class SyntheticSource(Source):
-    """Many small frames, as fast as the pipeline takes them (a file-like source: nothing dropped)."""
-
-    def __init__(self, count: int) -> None:
-        self.info = VideoInfo("synthetic", 32, 32, 30.0, count, live=False)
-        self.count = count
-
-    def frames(self):
-        image = np.zeros((32, 32, 3), np.uint8)
-        for index in range(self.count):
-            image[:] = index % 256
-            yield Frame(index, index / 30.0, time.monotonic(), image.copy(), "synthetic")
-
-
 def rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -333,7 +318,9 @@ def test_ten_thousand_frames_with_flat_memory(tiny_explainer):
     model = tiny_explainer.model
     samples = {}
     count = 0
-    for annotated in annotate(SyntheticSource(10_000), tiny_explainer, batch=8):
+    # many small frames, as fast as the pipeline takes them
+    source = SyntheticSource(lambda index: np.full((32, 32, 3), index % 256, np.uint8), 10_000, fps=30.0)
+    for annotated in annotate(source, tiny_explainer, batch=8):
         count += 1
         if count in (2_000, 10_000):
             gc.collect()

@@ -21,7 +21,7 @@ from streamcam.sinks import WindowSink, display_available, open_routes
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
-from conftest import TinyGapNet, make_pan_video, make_tiny_explainer, read_video, streamcam_threads
+from conftest import SyntheticSource, TinyGapNet, make_pan_video, make_tiny_explainer, read_video, streamcam_threads
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -288,18 +288,11 @@ def test_pipeline_on_cuda_blends_on_the_device(tmp_path, cat):
     assert ex([cat]).labels[0][0] == "Egyptian cat"
 
 
-class PatternSource(Source):
-    """A file-like source whose frames have a white block in the top-left corner of a grey field."""
-
-    def __init__(self, count: int) -> None:
-        self.info = VideoInfo("pattern", 128, 96, 25.0, count, live=False)
-        self.count = count
-
-    def frames(self):
-        for index in range(self.count):
-            image = np.full((96, 128, 3), 90, np.uint8)
-            image[30:50, 10:40] = 255
-            yield Frame(index, index / 25.0, time.monotonic(), image, "pattern")
+def pattern(index: int) -> np.ndarray:
+    """A frame with a white block in the top-left corner of a grey field."""
+    image = np.full((96, 128, 3), 90, np.uint8)
+    image[30:50, 10:40] = 255
+    return image
 
 
 def test_live_controls_switch_method_class_and_grid_without_losing_frames():
@@ -310,7 +303,7 @@ def test_live_controls_switch_method_class_and_grid_without_losing_frames():
     assert controls.methods[:2] == ["cam", "gradcam"] and not controls.grid
     seen = []
     # alpha 0: the overlay is the frame itself, so the grid shows as copies of the white block
-    for annotated in annotate(PatternSource(60), ex, batch=2, view=ViewOptions(alpha=0.0), controls=controls):
+    for annotated in annotate(SyntheticSource(pattern, 60, name="pattern"), ex, batch=2, view=ViewOptions(alpha=0.0), controls=controls):
         seen.append(annotated)
         if annotated.frame.index == 10:
             assert controls.press("m") and controls.press("l")
