@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import streamcam
+from streamcam.cli import main
 from streamcam.demo import pan_frames, photo, write_clip
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
@@ -197,6 +198,14 @@ def fake_cameras(monkeypatch, deliveries: list[int], fps: float = 30.0) -> list[
 
 # What a slow phase says on a non-terminal (streamcam.phases): "...ing X..." then "...ing X: 4.2 s".
 PHASE_LINE = re.compile(r"streamcam: .+(\.\.\.|: \d+\.\d s)")
+
+
+def run_cli(capsys, *argv: str, stdout: bool = False) -> tuple[int, str] | tuple[int, str, str]:
+    """The command ``streamcam *argv`` in this process: its exit code and what it wrote to stderr
+    (then, with ``stdout``, what it wrote to stdout)."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return (code, captured.err, captured.out) if stdout else (code, captured.err)
 
 
 def assert_one_line_error(code: int, err: str, *fragments: str) -> None:

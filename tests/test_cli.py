@@ -12,9 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from streamcam.cli import main
-
-from conftest import assert_one_line_error, count_frames, make_pan_video
+from conftest import assert_one_line_error, count_frames, make_pan_video, run_cli
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 
@@ -22,11 +20,6 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return make_pan_video(tmp_path_factory.mktemp("clip") / "in.mp4", count=12)
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    return code, capsys.readouterr().err
 
 
 def test_missing_file(capsys, tmp_path):

@@ -19,12 +19,12 @@ import torch
 import streamcam
 import streamcam.sinks
 import streamcam.sources
-from streamcam.cli import main
 from streamcam.demo import pan_frames, photo
 from streamcam.engine import annotate
 from streamcam.types import Frame
 
-from conftest import SyntheticSource, count_frames, fake_cameras, make_pan_video, read_video, streamcam_threads
+from conftest import (SyntheticSource, count_frames, fake_cameras, make_pan_video, read_video, run_cli,
+                      streamcam_threads)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 
@@ -37,11 +37,6 @@ def write_avi(path: Path, count: int = 60, size=(320, 240)) -> Path:
     return path
 
 
-def cli(capsys, *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    return code, capsys.readouterr().err
-
-
 # --- damaged video files -------------------------------------------------------
 
 
@@ -52,7 +47,7 @@ def test_truncated_file_every_decodable_frame_then_the_problem(tmp_path, capsys)
     decodable = count_frames(truncated)
     assert 0 < decodable < 60
     out = tmp_path / "out.avi"
-    code, err = cli(capsys, str(truncated), "-o", str(out))
+    code, err = run_cli(capsys, str(truncated), "-o", str(out))
     assert code == 0, err
     assert count_frames(out) == decodable
     assert f"{decodable} of the 60 frames" in err and "Traceback" not in err
@@ -66,7 +61,7 @@ def test_corruption_in_the_middle_does_not_end_the_run(tmp_path, capsys):
     damaged.write_bytes(bytes(data))
     decodable = count_frames(damaged)
     out = tmp_path / "out.avi"
-    code, err = cli(capsys, str(damaged), "-o", str(out))
+    code, err = run_cli(capsys, str(damaged), "-o", str(out))
     assert code == 0, err
     written = count_frames(out)
     assert written == decodable >= 55  # frames after the damage were processed too
@@ -77,7 +72,7 @@ def test_corruption_in_the_middle_does_not_end_the_run(tmp_path, capsys):
 def test_empty_and_garbage_files(tmp_path, capsys, content, fragment):
     path = tmp_path / "bad.mp4"
     path.write_bytes(content)
-    code, err = cli(capsys, str(path))
+    code, err = run_cli(capsys, str(path))
     assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
 
 
@@ -85,7 +80,7 @@ def test_an_mp4_cut_short_says_why(tmp_path, capsys):
     data = make_pan_video(tmp_path / "full.mp4", count=30).read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
-    code, err = cli(capsys, str(cut))
+    code, err = run_cli(capsys, str(cut))
     assert code == 2 and "cut short" in err and len(err.strip().splitlines()) == 1
 
 
@@ -105,7 +100,7 @@ def test_grey_rgba_16bit_tiny_huge_and_odd_images_with_other_files_mixed_in(tmp_
     (folder / "notes.txt").write_text("not an image")
     (folder / "broken.png").write_bytes(b"\x89PNG but not really")
     out = tmp_path / "out"
-    code, err = cli(capsys, str(folder), "-o", str(out), "--boxes", "--batch", "3")
+    code, err = run_cli(capsys, str(folder), "-o", str(out), "--boxes", "--batch", "3")
     assert code == 0, err
     assert "notes.txt" in err and "broken.png" in err  # skipped, with a warning
     sizes = {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape for p in out.iterdir()}
@@ -118,10 +113,10 @@ def test_grey_rgba_16bit_tiny_huge_and_odd_images_with_other_files_mixed_in(tmp_
 def test_a_1x1_video(tmp_path, capsys):
     source = write_avi(tmp_path / "dot.avi", count=5, size=(1, 1))
     out = tmp_path / "out.avi"
-    code, err = cli(capsys, str(source), "-o", str(out))
+    code, err = run_cli(capsys, str(source), "-o", str(out))
     assert code == 0, err
     assert [f.shape for f in read_video(out)[0]] == [(1, 1, 3)] * 5
-    code, err = cli(capsys, str(source), "-o", str(tmp_path / "out.mp4"))  # H.264 4:4:4 holds 1x1 too
+    code, err = run_cli(capsys, str(source), "-o", str(tmp_path / "out.mp4"))  # H.264 4:4:4 holds 1x1 too
     assert code == 0, err
     assert [f.shape for f in read_video(tmp_path / "out.mp4")[0]] == [(1, 1, 3)] * 5
 
@@ -143,13 +138,13 @@ def test_odd_sizes_are_kept_and_said(tmp_path, caplog):
 @pytest.mark.parametrize("url", ["rtsp://127.0.0.1:9/none", "http://127.0.0.1:9/none.mp4", "srt://127.0.0.1:9"])
 def test_unreachable_stream_fails_within_seconds(capsys, url):
     started = time.monotonic()
-    code, err = cli(capsys, url)
+    code, err = run_cli(capsys, url)
     assert code == 2 and url in err and len(err.strip().splitlines()) == 1
     assert time.monotonic() - started < 15
 
 
 def test_unsupported_url_scheme(capsys):
-    code, err = cli(capsys, "gopher://example.org/video")
+    code, err = run_cli(capsys, "gopher://example.org/video")
     assert code == 2 and "unsupported URL scheme" in err
 
 
@@ -182,22 +177,22 @@ def test_existing_outputs_are_refused_unless_overwrite(tmp_path, capsys):
     clip = make_pan_video(tmp_path / "in.mp4", count=4)
     out = tmp_path / "out.mp4"
     out.write_bytes(b"precious")
-    code, err = cli(capsys, str(clip), "-o", str(out))
+    code, err = run_cli(capsys, str(clip), "-o", str(out))
     assert code == 2 and "--overwrite" in err and out.read_bytes() == b"precious"
     records = tmp_path / "r.jsonl"
     records.write_text("old\n")
-    code, err = cli(capsys, str(clip), "--json", str(records), "-o", str(tmp_path / "new.mp4"))
+    code, err = run_cli(capsys, str(clip), "--json", str(records), "-o", str(tmp_path / "new.mp4"))
     assert code == 2 and "--overwrite" in err and records.read_text() == "old\n"
-    code, err = cli(capsys, str(clip), "-o", str(out), "--overwrite")
+    code, err = run_cli(capsys, str(clip), "-o", str(out), "--overwrite")
     assert code == 0 and count_frames(out) == 4
     folder = tmp_path / "annotated"
     folder.mkdir()
     (folder / "keep.png").write_bytes(b"x")
     image = tmp_path / "cat.png"
     cv2.imwrite(str(image), photo("chelsea"))
-    code, err = cli(capsys, str(image), "-o", str(folder))  # other files in the folder are left alone
+    code, err = run_cli(capsys, str(image), "-o", str(folder))  # other files in the folder are left alone
     assert code == 0 and (folder / "keep.png").read_bytes() == b"x" and (folder / "cat.png").exists()
-    code, err = cli(capsys, str(image), "-o", str(folder))  # but the annotated image is not replaced unasked
+    code, err = run_cli(capsys, str(image), "-o", str(folder))  # but the annotated image is not replaced unasked
     assert code == 2 and "cat.png already exists" in err and "--overwrite" in err
 
 
@@ -213,7 +208,7 @@ def test_a_full_disk_stops_the_run_with_what_was_saved(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(streamcam.sinks.shutil, "disk_usage", filling_up)
     out = tmp_path / "out.mp4"
-    code, err = cli(capsys, str(clip), "-o", str(out), "--json", str(tmp_path / "r.jsonl"))
+    code, err = run_cli(capsys, str(clip), "-o", str(out), "--json", str(tmp_path / "r.jsonl"))
     assert code == 1, err
     assert "disk" in err and "full" in err and "wrote 60 frames to" in err
     assert count_frames(out) == 60  # two checks passed (frames 0 and 30), the third stopped it
@@ -292,7 +287,7 @@ def test_a_stage_error_exits_1_from_the_cli(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(worker.InferenceWorker, "explain", explode)
     clip = make_pan_video(tmp_path / "in.mp4", count=6)
-    code, err = cli(capsys, str(clip), "-o", str(tmp_path / "out.mp4"))
+    code, err = run_cli(capsys, str(clip), "-o", str(tmp_path / "out.mp4"))
     assert code == 1 and "inference: device lost" in err and "Traceback" not in err
     assert not streamcam_threads()
 

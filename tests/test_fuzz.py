@@ -10,11 +10,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import streamcam
-from streamcam.cli import main
 from streamcam.demo import pan_frames, photo
 from streamcam.engine import annotate
 
-from conftest import make_pan_video, make_tiny_explainer
+from conftest import make_pan_video, make_tiny_explainer, run_cli
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -48,8 +47,7 @@ def test_no_command_line_gives_a_traceback(workdir, monkeypatch, capsys, tokens,
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     if "--demo" in tokens or "--webcam" in tokens:  # keep each example small: no 80-frame demo
         tokens = [t for t in tokens if t not in ("--demo",)]
-    code = main([*source, "--no-display", *tokens])
-    err = capsys.readouterr().err
+    code, err = run_cli(capsys, *source, "--no-display", *tokens)
     event(f"exit {code}")
     assert code in (0, 1, 2), (tokens, code, err)
     if "--debug" in tokens:
