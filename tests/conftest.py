@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +26,6 @@ from streamcam.types import Frame, VideoInfo
 
 def pytest_configure(config):
     """Exported graphs go to a cache folder of this test session, never the user's (subprocesses inherit it)."""
-    import os
     import tempfile
 
     os.environ["STREAMCAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="streamcam-test-cache-")
@@ -198,6 +200,25 @@ def fake_cameras(monkeypatch, deliveries: list[int], fps: float = 30.0) -> list[
 
 # What a slow phase says on a non-terminal (streamcam.phases): "...ing X..." then "...ing X: 4.2 s".
 PHASE_LINE = re.compile(r"streamcam: .+(\.\.\.|: \d+\.\d s)")
+
+
+def headless_env() -> dict[str, str]:
+    """This process's environment (the session's cache folder with it) without a display, for a subprocess."""
+    return {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+
+
+def streamcam_cli(*argv: str, cwd: Path | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """The real command, ``python -m streamcam *argv``, run to its end with no display; stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "streamcam", *argv], cwd=cwd, env=headless_env(), capture_output=True,
+                          text=True, timeout=timeout, check=False, **kwargs)
+
+
+def start_streamcam(*argv: str, module: str = "streamcam", cwd: Path | None = None, env: dict[str, str] | None = None,
+                    **kwargs) -> subprocess.Popen:
+    """``python -m streamcam *argv`` (or ``-m module``) started with no display (or in ``env``), its pipes as text;
+    ``kwargs`` (stdout=, stderr=) go to Popen. The caller waits for it, and kills it in a ``finally``."""
+    return subprocess.Popen([sys.executable, "-m", module, *argv], cwd=cwd, env=headless_env() if env is None else env,
+                            text=True, **kwargs)
 
 
 def run_cli(capsys, *argv: str, stdout: bool = False) -> tuple[int, str] | tuple[int, str, str]:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from streamcam.engine import annotate
 from streamcam.types import Frame
 
 from conftest import (SyntheticSource, count_frames, fake_cameras, make_pan_video, read_video, run_cli,
-                      streamcam_threads)
+                      start_streamcam, streamcam_threads)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 
@@ -220,11 +219,8 @@ def test_a_full_disk_stops_the_run_with_what_was_saved(tmp_path, capsys, monkeyp
 def run_and_signal(tmp_path: Path, signum: int, when: str) -> tuple[int, str, float, Path, Path]:
     source = make_pan_video(tmp_path / "long.mp4", count=1500, size=(320, 240))
     out, records = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamcam.cli", str(source), "-o", str(out), "--json", str(records), "--batch", "2"],
-        stderr=subprocess.PIPE, text=True, env=env,
-    )
+    process = start_streamcam(str(source), "-o", str(out), "--json", str(records), "--batch", "2",
+                              module="streamcam.cli", stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         if when == "loading":  # torch is being imported or the model loaded: main() is running by then

@@ -36,6 +36,7 @@ def workdir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.usefixtures("headless")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tokens=st.lists(st.one_of(st.sampled_from(FLAGS), st.sampled_from(VALUES),
                                  st.sampled_from(["clip.mp4", "cat.png", "."]), st.text(max_size=8)),
@@ -43,8 +44,6 @@ def workdir(tmp_path_factory) -> Path:
        source=st.sampled_from([[], ["clip.mp4"], ["cat.png"]]))
 def test_no_command_line_gives_a_traceback(workdir, monkeypatch, capsys, tokens, source):
     monkeypatch.chdir(workdir)
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     if "--demo" in tokens or "--webcam" in tokens:  # keep each example small: no 80-frame demo
         tokens = [t for t in tokens if t not in ("--demo",)]
     code, err = run_cli(capsys, *source, "--no-display", *tokens)

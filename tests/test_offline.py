@@ -64,15 +64,15 @@ class Network:
 
 
 @pytest.fixture(autouse=True)
-def empty_caches(monkeypatch, tmp_path):
-    """Fresh torch hub and Hugging Face caches, no proxies, no offline switch: the machine as a new user has it."""
+def empty_caches(monkeypatch, tmp_path, headless):
+    """Fresh torch hub and Hugging Face caches, no proxies, no offline switch, no display: the machine as a new
+    user has it."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
-    monkeypatch.delenv("DISPLAY", raising=False)
 
 
 @pytest.fixture(params=["no-dns", "unreachable"])

@@ -6,11 +6,9 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from fractions import Fraction
@@ -26,11 +24,10 @@ import streamcam.sources
 from streamcam.demo import pan_frames, photo
 from streamcam.video_in import open_video_file
 
-from conftest import TinyGapNet, fake_cameras, make_tiny_explainer
+from conftest import TinyGapNet, fake_cameras, make_tiny_explainer, start_streamcam, streamcam_cli
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("headless")]
 
-ENV = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
@@ -246,9 +243,8 @@ def test_a_hard_kill_leaves_a_file_that_plays(tmp_path, kill_after):
     make_clip(tmp_path / "long.mp4", [i / fps for i in range(900)], size=(320, 240))
     folder = tmp_path / f"kill-{kill_after}"
     folder.mkdir()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamcam", "../long.mp4", "-o", "out.mp4", "--json", "-", "--batch", "2",
-         "--backend", "torch"], cwd=folder, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = start_streamcam("../long.mp4", "-o", "out.mp4", "--json", "-", "--batch", "2", "--backend", "torch",
+                              cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         records = [json.loads(process.stdout.readline()) for _ in range(kill_after)]
         process.send_signal(signal.SIGKILL)
@@ -310,8 +306,7 @@ def test_quality_options_and_their_mistakes(tmp_path, tiny):
     assert sizes["small"] < sizes["big"]
     for argv, fragment in ((["--codec", "vp9"], "invalid choice"), (["--crf", "99"], "--crf"),
                            (["--bitrate", "fast"], "bitrate"), (["--crf", "20", "--bitrate", "1M"], "not both")):
-        result = subprocess.run([sys.executable, "-m", "streamcam", str(source), "-o", str(tmp_path / "x.mp4"),
-                                 *argv], env=ENV, capture_output=True, text=True, timeout=120)
+        result = streamcam_cli(str(source), "-o", str(tmp_path / "x.mp4"), *argv, timeout=120)
         assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "x.mp4").exists()
 
