@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -219,6 +220,24 @@ def start_streamcam(*argv: str, module: str = "streamcam", cwd: Path | None = No
     ``kwargs`` (stdout=, stderr=) go to Popen. The caller waits for it, and kills it in a ``finally``."""
     return subprocess.Popen([sys.executable, "-m", module, *argv], cwd=cwd, env=headless_env() if env is None else env,
                             text=True, **kwargs)
+
+
+# Runs the command in a fresh interpreter, then says which heavy modules it had loaded by its end.
+PROBE = """
+import json, sys
+from streamcam.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in ("torch", "torchvision", "timm", "onnxruntime") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def run_fresh(args: list[str], cwd: Path) -> tuple[int, list[str], str, str]:
+    """``streamcam *args`` in a fresh interpreter: its exit code, the heavy modules (torch...) it loaded, stderr, stdout."""
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          check=False)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["code"], result["heavy"], done.stderr, done.stdout
 
 
 def run_cli(capsys, *argv: str, stdout: bool = False) -> tuple[int, str] | tuple[int, str, str]:

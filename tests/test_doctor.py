@@ -20,8 +20,7 @@ from streamcam.doctor import FAIL, PASS, UNAVAILABLE, Report, Row, exit_code
 from streamcam.doctor import engines, pipeline
 from streamcam.types import Explanation
 
-from conftest import make_tiny_explainer
-from test_startup import run_fresh
+from conftest import make_tiny_explainer, run_fresh
 
 CPU_ROWS = {"torch cpu fp32", "torch cpu fp16", "torch cpu bf16", "onnxruntime cpu fp32", "libx264 + software decoding"}
 NAMES = ("chelsea", "coffee")
