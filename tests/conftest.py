@@ -126,9 +126,16 @@ def tiny_explainer() -> streamcam.Explainer:
 
 def make_pan_video(path: Path, fps: float = 29.97, count: int = 24, size: tuple[int, int] = (320, 240),
                    image: np.ndarray | None = None) -> Path:
-    """A real photo (the cat) sliding across a plain background, written as mp4."""
+    """A real photo (the cat) sliding across a plain background, written as mp4 (mp4v), or as an MJPEG .avi
+    where ``path`` ends in .avi (every frame a JPEG: a cut or damaged file still decodes frame by frame)."""
     frames = (f for f, _ in pan_frames(photo("chelsea") if image is None else image, size, count))
-    assert write_clip(path, frames, fps) == count
+    if path.suffix == ".avi":
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), size)
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+    else:
+        assert write_clip(path, frames, fps) == count
     return path
 
 

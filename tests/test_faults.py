@@ -18,7 +18,7 @@ import torch
 import streamcam
 import streamcam.sinks
 import streamcam.sources
-from streamcam.demo import pan_frames, photo
+from streamcam.demo import photo
 from streamcam.engine import annotate
 from streamcam.types import Frame
 
@@ -28,19 +28,11 @@ from conftest import (SyntheticSource, count_frames, fake_cameras, make_pan_vide
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 
 
-def write_avi(path: Path, count: int = 60, size=(320, 240)) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size)
-    for frame, _ in pan_frames(photo("chelsea"), size, count):
-        writer.write(frame)
-    writer.release()
-    return path
-
-
 # --- damaged video files -------------------------------------------------------
 
 
 def test_truncated_file_every_decodable_frame_then_the_problem(tmp_path, capsys):
-    data = write_avi(tmp_path / "full.avi").read_bytes()
+    data = make_pan_video(tmp_path / "full.avi", fps=25.0, count=60).read_bytes()
     truncated = tmp_path / "truncated.avi"
     truncated.write_bytes(data[: int(len(data) * 0.6)])
     decodable = count_frames(truncated)
@@ -53,7 +45,7 @@ def test_truncated_file_every_decodable_frame_then_the_problem(tmp_path, capsys)
 
 
 def test_corruption_in_the_middle_does_not_end_the_run(tmp_path, capsys):
-    data = bytearray(write_avi(tmp_path / "full.avi").read_bytes())
+    data = bytearray(make_pan_video(tmp_path / "full.avi", fps=25.0, count=60).read_bytes())
     start = int(len(data) * 0.45)
     data[start : start + 3000] = bytes((b * 7 + 13) % 256 for b in data[start : start + 3000])
     damaged = tmp_path / "damaged.avi"
@@ -110,7 +102,7 @@ def test_grey_rgba_16bit_tiny_huge_and_odd_images_with_other_files_mixed_in(tmp_
 
 
 def test_a_1x1_video(tmp_path, capsys):
-    source = write_avi(tmp_path / "dot.avi", count=5, size=(1, 1))
+    source = make_pan_video(tmp_path / "dot.avi", fps=25.0, count=5, size=(1, 1))
     out = tmp_path / "out.avi"
     code, err = run_cli(capsys, str(source), "-o", str(out))
     assert code == 0, err

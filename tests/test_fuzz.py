@@ -68,11 +68,7 @@ def seeds(tmp_path_factory) -> dict[str, bytes]:
     frame = next(pan_frames(photo("chelsea"), (64, 48), 1))[0]
     out = {".png": cv2.imencode(".png", frame)[1].tobytes(), ".jpg": cv2.imencode(".jpg", frame)[1].tobytes()}
     out[".mp4"] = make_pan_video(folder / "s.mp4", count=4, size=(64, 48)).read_bytes()
-    writer = cv2.VideoWriter(str(folder / "s.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 48))
-    for _ in range(4):
-        writer.write(frame)
-    writer.release()
-    out[".avi"] = (folder / "s.avi").read_bytes()
+    out[".avi"] = make_pan_video(folder / "s.avi", fps=25.0, count=4, size=(64, 48)).read_bytes()
     return out
 
 
