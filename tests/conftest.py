@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import re
@@ -10,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -154,6 +157,23 @@ class SyntheticSource(Source):
     def frames(self):
         for index in range(self.count):
             yield Frame(index, index / self.info.fps, time.monotonic(), self.draw(index), self.info.source_id)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """``folder`` served over HTTP on loopback while the block runs; gives its address (``http://127.0.0.1:port``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def streamcam_threads() -> list[threading.Thread]:

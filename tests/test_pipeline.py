@@ -21,7 +21,7 @@ from streamcam.sinks import WindowSink, display_available, open_routes
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
-from conftest import SyntheticSource, TinyGapNet, make_pan_video, make_tiny_explainer, read_video, streamcam_threads
+from conftest import SyntheticSource, TinyGapNet, http_server, make_pan_video, make_tiny_explainer, read_video, streamcam_threads
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -238,21 +238,10 @@ def test_muxer_takes_turns_across_sources():
 
 def test_http_stream_of_a_file_is_read_whole(tmp_path, tiny_explainer):
     """A URL source: a clip served over HTTP on loopback reports its length, so every frame is delivered."""
-    import functools
-    import http.server
-
     make_pan_video(tmp_path / "clip.mp4", count=15)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
-        with streamcam.open_source([url]) as opened:
-            assert not opened.live
-            annotated = list(annotate(opened, tiny_explainer, batch=4))
-    finally:
-        server.shutdown()
+    with http_server(tmp_path) as address, streamcam.open_source([f"{address}/clip.mp4"]) as opened:
+        assert not opened.live
+        annotated = list(annotate(opened, tiny_explainer, batch=4))
     assert [a.frame.index for a in annotated] == list(range(15))
 
 

@@ -3,13 +3,10 @@ live recordings at real speed; files that survive kill -9 and play in a browser;
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +21,7 @@ import streamcam.sources
 from streamcam.demo import pan_frames, photo
 from streamcam.video_in import open_video_file
 
-from conftest import TinyGapNet, fake_cameras, make_tiny_explainer, start_streamcam, streamcam_cli
+from conftest import TinyGapNet, fake_cameras, http_server, make_tiny_explainer, start_streamcam, streamcam_cli
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("headless")]
 
@@ -263,22 +260,11 @@ def test_a_hard_kill_leaves_a_file_that_plays(tmp_path, kill_after):
 # --- network ------------------------------------------------------------------------------------------
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_a_finite_http_file_is_read_once_to_its_end(tmp_path, tiny):
     make_clip(tmp_path / "clip.ts", [i / 25 for i in range(50)], size=(160, 120))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(tmp_path)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/clip.ts"
+    with http_server(tmp_path) as address:
         started = time.monotonic()
-        summary = streamcam.run(url, tmp_path / "out.mp4", display=False, explainer=tiny)
-    finally:
-        server.shutdown()
+        summary = streamcam.run(f"{address}/clip.ts", tmp_path / "out.mp4", display=False, explainer=tiny)
     assert summary.frames == 50 and summary.dropped == 0 and not summary.problems
     assert time.monotonic() - started < 60
     assert len(video_facts(tmp_path / "out.mp4")["times"]) == 50
