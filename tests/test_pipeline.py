@@ -21,7 +21,8 @@ from streamcam.sinks import WindowSink, display_available, open_routes
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
-from conftest import SyntheticSource, TinyGapNet, http_server, make_pan_video, make_tiny_explainer, read_video, streamcam_threads
+from conftest import (SyntheticSource, TinyGapNet, http_server, make_pan_video, make_tiny_explainer, read_video,
+                      streamcam_threads)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -291,8 +292,9 @@ def test_live_controls_switch_method_class_and_grid_without_losing_frames():
     controls = live_controls(ex)
     assert controls.methods[:2] == ["cam", "gradcam"] and not controls.grid
     seen = []
+    source = SyntheticSource(pattern, 60, name="pattern")
     # alpha 0: the overlay is the frame itself, so the grid shows as copies of the white block
-    for annotated in annotate(SyntheticSource(pattern, 60, name="pattern"), ex, batch=2, view=ViewOptions(alpha=0.0), controls=controls):
+    for annotated in annotate(source, ex, batch=2, view=ViewOptions(alpha=0.0), controls=controls):
         seen.append(annotated)
         if annotated.frame.index == 10:
             assert controls.press("m") and controls.press("l")
