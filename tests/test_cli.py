@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import pytest
 
-from streamcam.cli import main
-
-from conftest import assert_one_line_error, count_frames, make_pan_video
+from conftest import assert_one_line_error, count_frames, make_pan_video, run_cli, start_streamcam
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 
@@ -22,11 +19,6 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return make_pan_video(tmp_path_factory.mktemp("clip") / "in.mp4", count=12)
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    return code, capsys.readouterr().err
 
 
 def test_missing_file(capsys, tmp_path):
@@ -102,11 +94,8 @@ def test_demo_needs_no_input(capsys, tmp_path, monkeypatch):
 def test_interrupted_recording_is_playable(tmp_path, signum, expected):
     source = make_pan_video(tmp_path / "long.mp4", count=1500, size=(320, 240))
     out = tmp_path / "out.mp4"
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamcam.cli", str(source), "-o", str(out), "--batch", "2"],
-        stderr=subprocess.PIPE, text=True, env=env,
-    )
+    process = start_streamcam(str(source), "-o", str(out), "--batch", "2", module="streamcam.cli",
+                              stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while (not out.exists() or out.stat().st_size < 50_000) and time.monotonic() < deadline:

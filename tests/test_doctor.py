@@ -20,8 +20,7 @@ from streamcam.doctor import FAIL, PASS, UNAVAILABLE, Report, Row, exit_code
 from streamcam.doctor import engines, pipeline
 from streamcam.types import Explanation
 
-from conftest import TinyGapNet
-from test_startup import run_fresh
+from conftest import make_tiny_explainer, run_fresh
 
 CPU_ROWS = {"torch cpu fp32", "torch cpu fp16", "torch cpu bf16", "onnxruntime cpu fp32", "onnxruntime cpu fp16",
             "libx264 + software decoding"}
@@ -170,7 +169,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 def test_the_pipeline_row_checks_the_frame_count(clip, tmp_path):
-    ex = streamcam.Explainer(TinyGapNet(), device="cpu", backend="torch")
+    ex = make_tiny_explainer(backend="torch")
     spec = pipeline.PipelineSpec("h264", "libx264", pipeline.SOFTWARE)
     good = pipeline.check_pipeline(spec, clip, 6, ex, tmp_path)
     assert good.verdict == PASS and good.measured["frames"] == 6 and good.measured["encoder"] == ["libx264"]
@@ -180,7 +179,7 @@ def test_the_pipeline_row_checks_the_frame_count(clip, tmp_path):
 
 def test_a_pinned_encoder_does_not_fall_back_and_is_restored(clip, tmp_path):
     codecs, decoding = dict(video_out.CODECS), video_in._cuda_decoding
-    ex = streamcam.Explainer(TinyGapNet(), device="cpu", backend="torch")
+    ex = make_tiny_explainer(backend="torch")
     spec = pipeline.PipelineSpec("hevc", "no_such_encoder", pipeline.SOFTWARE)
     row = pipeline.check_pipeline(spec, clip, 6, ex, tmp_path)
     assert row.verdict == FAIL and "no_such_encoder" in row.reason

@@ -6,16 +6,14 @@ from pathlib import Path
 
 import cv2
 import pytest
-import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import streamcam
-from streamcam.cli import main
 from streamcam.demo import pan_frames, photo
 from streamcam.engine import annotate
 
-from conftest import TinyGapNet, make_pan_video
+from conftest import make_pan_video, make_tiny_explainer, run_cli
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -38,6 +36,7 @@ def workdir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.usefixtures("headless")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tokens=st.lists(st.one_of(st.sampled_from(FLAGS), st.sampled_from(VALUES),
                                  st.sampled_from(["clip.mp4", "cat.png", "."]), st.text(max_size=8)),
@@ -45,12 +44,9 @@ def workdir(tmp_path_factory) -> Path:
        source=st.sampled_from([[], ["clip.mp4"], ["cat.png"]]))
 def test_no_command_line_gives_a_traceback(workdir, monkeypatch, capsys, tokens, source):
     monkeypatch.chdir(workdir)
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     if "--demo" in tokens or "--webcam" in tokens:  # keep each example small: no 80-frame demo
         tokens = [t for t in tokens if t not in ("--demo",)]
-    code = main([*source, "--no-display", *tokens])
-    err = capsys.readouterr().err
+    code, err = run_cli(capsys, *source, "--no-display", *tokens)
     event(f"exit {code}")
     assert code in (0, 1, 2), (tokens, code, err)
     if "--debug" in tokens:
@@ -62,8 +58,7 @@ def test_no_command_line_gives_a_traceback(workdir, monkeypatch, capsys, tokens,
 
 @pytest.fixture(scope="module")
 def tiny_explainer() -> streamcam.Explainer:
-    torch.manual_seed(0)
-    return streamcam.Explainer(model=TinyGapNet().eval(), device="cpu")
+    return make_tiny_explainer()  # once for the module (conftest's is made for each test)
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +68,7 @@ def seeds(tmp_path_factory) -> dict[str, bytes]:
     frame = next(pan_frames(photo("chelsea"), (64, 48), 1))[0]
     out = {".png": cv2.imencode(".png", frame)[1].tobytes(), ".jpg": cv2.imencode(".jpg", frame)[1].tobytes()}
     out[".mp4"] = make_pan_video(folder / "s.mp4", count=4, size=(64, 48)).read_bytes()
-    writer = cv2.VideoWriter(str(folder / "s.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 48))
-    for _ in range(4):
-        writer.write(frame)
-    writer.release()
-    out[".avi"] = (folder / "s.avi").read_bytes()
+    out[".avi"] = make_pan_video(folder / "s.avi", fps=25.0, count=4, size=(64, 48)).read_bytes()
     return out
 
 

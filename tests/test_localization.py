@@ -19,10 +19,9 @@ from streamcam.config import ViewOptions
 from streamcam.demo import pan_frames
 from streamcam.engine import annotate
 from streamcam.smoothing import MapSmoother, thumbnails
-from streamcam.sources import Source
-from streamcam.types import Frame, VideoInfo
+from streamcam.types import Frame
 
-from conftest import make_pan_video
+from conftest import SyntheticSource, make_pan_video, read_video
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(300)
@@ -131,17 +130,6 @@ def noisy_static_scene(cat: np.ndarray, count: int, cut_at: int | None = None) -
     return frames
 
 
-class ListSource(Source):
-    def __init__(self, images: list[np.ndarray]) -> None:
-        h, w = images[0].shape[:2]
-        self.info = VideoInfo("list", w, h, 25.0, len(images), live=False)
-        self.images = images
-
-    def frames(self):
-        for index, image in enumerate(self.images):
-            yield Frame(index, index / 25.0, 0.0, image, "list")
-
-
 def map_sequence(explainer, images, smooth: float) -> np.ndarray:
     smoothers = []
     import streamcam.engine.worker as worker_module
@@ -155,7 +143,7 @@ def map_sequence(explainer, images, smooth: float) -> np.ndarray:
 
     worker_module.MapSmoother = spy
     try:
-        frames = list(annotate(ListSource(images), explainer, batch=4, view=ViewOptions(alpha=1.0, smooth=smooth)))
+        frames = list(annotate(SyntheticSource(images, name="list"), explainer, batch=4, view=ViewOptions(alpha=1.0, smooth=smooth)))
     finally:
         worker_module.MapSmoother = original
     # alpha 1: the image is the heatmap itself; its mean colour change tracks the map's change
@@ -201,10 +189,9 @@ def test_json_lines_one_per_frame_agreeing_with_the_drawn_boxes(tmp_path, defaul
     assert len(records[0]["predictions"]) == 2
     first = records[0]["predictions"][0]
     assert set(first) == {"class_id", "label", "score", "box"} and first["label"] == "Egyptian cat"
-    capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
-    for record in records:
-        ok, image = capture.read()
-        assert ok
+    images, _ = read_video(tmp_path / "out.mp4")
+    assert len(images) >= len(records)
+    for record, image in zip(records, images):
         x0, y0, x1, y1 = record["predictions"][0]["box"]
         # alpha 0: only what was drawn differs from the frame; the top class's box is green
         green = (image[..., 1] > 200) & (image[..., 0] < 80) & (image[..., 2] < 80)

@@ -21,9 +21,8 @@ from safetensors.torch import save_file
 
 import streamcam
 from streamcam import hub
-from streamcam.cli import main
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, run_cli
 
 RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
@@ -65,15 +64,15 @@ class Network:
 
 
 @pytest.fixture(autouse=True)
-def empty_caches(monkeypatch, tmp_path):
-    """Fresh torch hub and Hugging Face caches, no proxies, no offline switch: the machine as a new user has it."""
+def empty_caches(monkeypatch, tmp_path, headless):
+    """Fresh torch hub and Hugging Face caches, no proxies, no offline switch, no display: the machine as a new
+    user has it."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
-    monkeypatch.delenv("DISPLAY", raising=False)
 
 
 @pytest.fixture(params=["no-dns", "unreachable"])
@@ -88,12 +87,6 @@ def photo_file(tmp_path, cat) -> Path:
     return path
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.err, captured.out
-
-
 def assert_quiet(*streams: str) -> None:
     for text in streams:
         for chatter in LIBRARY_CHATTER:
@@ -105,7 +98,8 @@ def assert_quiet(*streams: str) -> None:
 
 def test_torchvision_weights_offline_name_the_file_and_the_option(capsys, tmp_path, photo_file, network):
     out = tmp_path / "out.jpg"
-    code, err, stdout = run_cli(capsys, str(photo_file), "-o", str(out), "--model", "resnet18", "--no-display")
+    code, err, stdout = run_cli(capsys, str(photo_file), "-o", str(out), "--model", "resnet18", "--no-display",
+                                stdout=True)
     assert_one_line_error(code, err, f"download {RESNET18_URL} elsewhere", "--weights resnet18-f37072fd.pth",
                           "download.pytorch.org:443 unreachable")
     assert_quiet(err, stdout)
@@ -115,7 +109,7 @@ def test_torchvision_weights_offline_name_the_file_and_the_option(capsys, tmp_pa
 
 def test_timm_weights_offline_name_the_hub_file_and_the_option(capsys, tmp_path, photo_file, network):
     code, err, stdout = run_cli(capsys, str(photo_file), "-o", str(tmp_path / "out.jpg"),
-                                "--model", "timm:convnext_tiny", "--no-display")
+                                "--model", "timm:convnext_tiny", "--no-display", stdout=True)
     url = "https://huggingface.co/timm/convnext_tiny.in12k_ft_in1k/resolve/main/model.safetensors"
     assert_one_line_error(code, err, f"download {url} elsewhere", "--weights convnext_tiny.in12k_ft_in1k.safetensors",
                           "huggingface.co:443 unreachable")

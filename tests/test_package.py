@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import streamcam
+
+from conftest import streamcam_cli
 
 # DESIGN.md's public names: what users import from ``streamcam``.
 PUBLIC = {
@@ -23,7 +22,7 @@ def test_all_lists_the_public_names_and_each_one_loads():
 
 
 def test_python_dash_m_streamcam_is_the_command():
-    done = subprocess.run([sys.executable, "-m", "streamcam", "--version"], capture_output=True, text=True, timeout=60)
+    done = streamcam_cli("--version", timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == f"streamcam {streamcam.__version__}"
-    done = subprocess.run([sys.executable, "-m", "streamcam", "--bogus"], capture_output=True, text=True, timeout=60)
+    done = streamcam_cli("--bogus", timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("streamcam: error:")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,27 +21,10 @@ from streamcam.sinks import WindowSink, display_available, open_routes
 from streamcam.sources import Source
 from streamcam.types import Frame, VideoInfo
 
-from conftest import TinyGapNet, make_pan_video, streamcam_threads
+from conftest import (SyntheticSource, TinyGapNet, http_server, make_pan_video, make_tiny_explainer, read_video,
+                      streamcam_threads)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    capture = cv2.VideoCapture(str(path))
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames, fps
-
-
-@pytest.fixture
-def tiny_explainer(tiny_gap_net) -> streamcam.Explainer:
-    return streamcam.Explainer(model=tiny_gap_net, device="cpu")
 
 
 @pytest.mark.parametrize("fps, size, count", [(29.97, (320, 240), 24), (25.0, (336, 190), 13), (59.94, (160, 120), 9)])
@@ -257,21 +239,10 @@ def test_muxer_takes_turns_across_sources():
 
 def test_http_stream_of_a_file_is_read_whole(tmp_path, tiny_explainer):
     """A URL source: a clip served over HTTP on loopback reports its length, so every frame is delivered."""
-    import functools
-    import http.server
-
     make_pan_video(tmp_path / "clip.mp4", count=15)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
-        with streamcam.open_source([url]) as opened:
-            assert not opened.live
-            annotated = list(annotate(opened, tiny_explainer, batch=4))
-    finally:
-        server.shutdown()
+    with http_server(tmp_path) as address, streamcam.open_source([f"{address}/clip.mp4"]) as opened:
+        assert not opened.live
+        annotated = list(annotate(opened, tiny_explainer, batch=4))
     assert [a.frame.index for a in annotated] == list(range(15))
 
 
@@ -307,30 +278,23 @@ def test_pipeline_on_cuda_blends_on_the_device(tmp_path, cat):
     assert ex([cat]).labels[0][0] == "Egyptian cat"
 
 
-class PatternSource(Source):
-    """A file-like source whose frames have a white block in the top-left corner of a grey field."""
-
-    def __init__(self, count: int) -> None:
-        self.info = VideoInfo("pattern", 128, 96, 25.0, count, live=False)
-        self.count = count
-
-    def frames(self):
-        for index in range(self.count):
-            image = np.full((96, 128, 3), 90, np.uint8)
-            image[30:50, 10:40] = 255
-            yield Frame(index, index / 25.0, time.monotonic(), image, "pattern")
+def pattern(index: int) -> np.ndarray:
+    """A frame with a white block in the top-left corner of a grey field."""
+    image = np.full((96, 128, 3), 90, np.uint8)
+    image[30:50, 10:40] = 255
+    return image
 
 
 def test_live_controls_switch_method_class_and_grid_without_losing_frames():
     from streamcam.engine.pipeline import live_controls
 
-    torch.manual_seed(7)
-    ex = streamcam.Explainer(model=TinyGapNet().eval(), device="cpu", top_k=2)
+    ex = make_tiny_explainer(seed=7, top_k=2)
     controls = live_controls(ex)
     assert controls.methods[:2] == ["cam", "gradcam"] and not controls.grid
     seen = []
+    source = SyntheticSource(pattern, 60, name="pattern")
     # alpha 0: the overlay is the frame itself, so the grid shows as copies of the white block
-    for annotated in annotate(PatternSource(60), ex, batch=2, view=ViewOptions(alpha=0.0), controls=controls):
+    for annotated in annotate(source, ex, batch=2, view=ViewOptions(alpha=0.0), controls=controls):
         seen.append(annotated)
         if annotated.frame.index == 10:
             assert controls.press("m") and controls.press("l")

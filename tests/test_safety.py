@@ -14,7 +14,6 @@ import os
 import pickle
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -24,17 +23,10 @@ import torch
 import streamcam
 from streamcam.demo import photo
 
-from conftest import TinyGapNet, assert_one_line_error, count_frames, make_pan_video
+from conftest import (TinyGapNet, assert_one_line_error, count_frames, make_pan_video, start_streamcam,
+                      streamcam_cli)
 
 pytestmark = pytest.mark.timeout(600)
-
-ENV = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-
-
-def streamcam_cli(*argv: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamcam", *argv], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
-
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every entry below ``folder``: files by content hash, symlinks by target, folders as such."""
@@ -155,9 +147,8 @@ def test_overwrite_keeps_the_old_file_until_the_new_one_is_complete(tmp_path):
     """kill -9 halfway through a replacement: the old recording is still whole, under its name."""
     make_pan_video(tmp_path / "long.mp4", count=600)
     old = make_pan_video(tmp_path / "out.mp4", count=5).read_bytes()
-    process = subprocess.Popen([sys.executable, "-m", "streamcam", "long.mp4", "-o", "out.mp4", "--json", "-",
-                                "--overwrite", "--batch", "2", "--backend", "torch"],
-                               cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = start_streamcam("long.mp4", "-o", "out.mp4", "--json", "-", "--overwrite", "--batch", "2",
+                              "--backend", "torch", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         for _ in range(20):  # records come out as frames are written
             assert process.stdout.readline(), "the run ended early"
@@ -231,9 +222,8 @@ def test_records_to_standard_output_and_a_reader_that_goes_away(tmp_path):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["frame"] for r in records] == list(range(300))
     # `| head -1`: the reader closes the pipe after one line
-    process = subprocess.Popen([sys.executable, "-m", "streamcam", "in.mp4", "--json", "-", "--backend", "torch",
-                                "-o", "out.mp4"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = start_streamcam("in.mp4", "--json", "-", "--backend", "torch", "-o", "out.mp4", cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert json.loads(process.stdout.readline())["frame"] == 0
     process.stdout.close()
     code = process.wait(120)

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import count_frames, make_pan_video
+from conftest import count_frames, headless_env, make_pan_video, start_streamcam
 
 pytestmark = [pytest.mark.timeout(900),
               pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the caught signals from /proc")]
 
-ENV = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
 NATIVE_CRASH = ("Traceback", "terminate called", "Fatal Python error", "core dumped", "Exception ignored")
 FRAMES = 300
 
@@ -43,12 +41,11 @@ class Outcome:
 def run_and_signal(folder: Path, delay: float, signums: list[int], gap: float = 0.0,
                    fresh_cache: bool = False) -> Outcome:
     """Start a run in ``folder``; after ``delay`` s send ``signums`` (``gap`` s apart); wait for it to end."""
-    env = dict(ENV)
+    env = headless_env()
     if fresh_cache:
         env["STREAMCAM_CACHE_DIR"] = str(folder / "cache")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamcam", "../in.mp4", "-o", "out.mp4", "--json", "out.jsonl", "--batch", "2"],
-        cwd=folder, env=env, stderr=subprocess.PIPE, text=True)
+    process = start_streamcam("../in.mp4", "-o", "out.mp4", "--json", "out.jsonl", "--batch", "2", cwd=folder, env=env,
+                              stderr=subprocess.PIPE)
     try:
         wait_for_handlers(process)
         started = time.monotonic()

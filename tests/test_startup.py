@@ -7,30 +7,13 @@ The wall-clock figures are in BENCHMARKS.md ("Start-up", scripts/startup.py).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from streamcam.defaults import BACKENDS, METHOD_NAMES, PRECISION_NAMES
 
-from conftest import make_pan_video
-
-PROBE = """
-import json, sys
-from streamcam.cli import main
-code = main(sys.argv[1:])
-heavy = sorted(m for m in ("torch", "torchvision", "timm", "onnxruntime") if m in sys.modules)
-print(json.dumps({"code": code, "heavy": heavy}))
-"""
-
-
-def run_fresh(args: list[str], cwd: Path) -> tuple[int, list[str], str, str]:
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result["code"], result["heavy"], done.stderr, done.stdout
+from conftest import make_pan_video, run_fresh
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,10 @@ live recordings at real speed; files that survive kill -9 and play in a browser;
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -26,18 +21,16 @@ import streamcam.sources
 from streamcam.demo import pan_frames, photo
 from streamcam.video_in import open_video_file
 
-from conftest import TinyGapNet, fake_cameras
+from conftest import TinyGapNet, fake_cameras, http_server, make_tiny_explainer, start_streamcam, streamcam_cli
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("headless")]
 
-ENV = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.fixture(scope="module")
 def tiny() -> streamcam.Explainer:
-    torch.manual_seed(0)
-    return streamcam.Explainer(model=TinyGapNet().eval(), device="cpu")
+    return make_tiny_explainer()
 
 
 def make_clip(path: Path, times: list[float], size=(320, 240), time_base=Fraction(1, 90_000),
@@ -247,9 +240,8 @@ def test_a_hard_kill_leaves_a_file_that_plays(tmp_path, kill_after):
     make_clip(tmp_path / "long.mp4", [i / fps for i in range(900)], size=(320, 240))
     folder = tmp_path / f"kill-{kill_after}"
     folder.mkdir()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamcam", "../long.mp4", "-o", "out.mp4", "--json", "-", "--batch", "2",
-         "--backend", "torch"], cwd=folder, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = start_streamcam("../long.mp4", "-o", "out.mp4", "--json", "-", "--batch", "2", "--backend", "torch",
+                              cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         records = [json.loads(process.stdout.readline()) for _ in range(kill_after)]
         process.send_signal(signal.SIGKILL)
@@ -268,22 +260,11 @@ def test_a_hard_kill_leaves_a_file_that_plays(tmp_path, kill_after):
 # --- network ------------------------------------------------------------------------------------------
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_a_finite_http_file_is_read_once_to_its_end(tmp_path, tiny):
     make_clip(tmp_path / "clip.ts", [i / 25 for i in range(50)], size=(160, 120))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(tmp_path)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/clip.ts"
+    with http_server(tmp_path) as address:
         started = time.monotonic()
-        summary = streamcam.run(url, tmp_path / "out.mp4", display=False, explainer=tiny)
-    finally:
-        server.shutdown()
+        summary = streamcam.run(f"{address}/clip.ts", tmp_path / "out.mp4", display=False, explainer=tiny)
     assert summary.frames == 50 and summary.dropped == 0 and not summary.problems
     assert time.monotonic() - started < 60
     assert len(video_facts(tmp_path / "out.mp4")["times"]) == 50
@@ -311,8 +292,7 @@ def test_quality_options_and_their_mistakes(tmp_path, tiny):
     assert sizes["small"] < sizes["big"]
     for argv, fragment in ((["--codec", "vp9"], "invalid choice"), (["--crf", "99"], "--crf"),
                            (["--bitrate", "fast"], "bitrate"), (["--crf", "20", "--bitrate", "1M"], "not both")):
-        result = subprocess.run([sys.executable, "-m", "streamcam", str(source), "-o", str(tmp_path / "x.mp4"),
-                                 *argv], env=ENV, capture_output=True, text=True, timeout=120)
+        result = streamcam_cli(str(source), "-o", str(tmp_path / "x.mp4"), *argv, timeout=120)
         assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "x.mp4").exists()
 
