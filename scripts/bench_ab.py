@@ -59,11 +59,14 @@ print(count / (time.perf_counter() - started))
 """
 
 
-def explain_table(checkouts: list[str], rounds: int, batch: int, seconds: float) -> None:
-    """images/s of each EXPLAIN_CASES case, per checkout, alternating within each round."""
+def explain_table(checkouts: list[str], rounds: int, batch: int, seconds: float, only: str = "") -> None:
+    """images/s of each EXPLAIN_CASES case (those whose name contains ``only``), per checkout, alternating
+    within each round."""
     print(f"| case (batch {batch}) | {' | '.join(checkouts)} | last / first |")
     print("|---|" + "---|" * (len(checkouts) + 1))
     for case, options in EXPLAIN_CASES.items():
+        if only not in case:
+            continue
         rates: dict[str, list[float]] = {c: [] for c in checkouts}
         for _ in range(rounds):
             for checkout in checkouts:
@@ -84,12 +87,13 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="time Explainer calls per method instead")
     parser.add_argument("--batch", type=int, default=8, help="--explain: frames per call")
     parser.add_argument("--seconds", type=float, default=3.0, help="--explain: timed per run")
+    parser.add_argument("--cases", default="", help="--explain: only the cases whose name contains this")
     args = parser.parse_args()
     options = {k: ast.literal_eval(v) if v[:1].isdigit() or v in ("True", "False") else v
                for k, v in (o.split("=", 1) for o in args.checkouts if "=" in o)}  # run() options, key=value
     args.checkouts = [c for c in args.checkouts if "=" not in c]
     if args.explain:
-        explain_table(args.checkouts, args.rounds, args.batch, args.seconds)
+        explain_table(args.checkouts, args.rounds, args.batch, args.seconds, args.cases)
         return
     sys.path.insert(0, str(Path(args.checkouts[-1]).resolve()))
     from streamcam.demo import pan_frames, photo, write_clip
