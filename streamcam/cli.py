@@ -235,23 +235,11 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(text, flush=True)
     elif report_file is not None:
-        _write_whole(report_file, text + "\n", replace=args.overwrite)
+        from .atomic import write_whole
+
+        write_whole(report_file, text + "\n", replace=args.overwrite)
         log.info("report written to %s: attach it to bug reports", report_file)
     return report.exit_code
-
-
-def _write_whole(path: Path, text: str, replace: bool) -> None:
-    """Write ``text`` under a temporary name beside ``path``, then move it into place."""
-    from .atomic import OutputFile
-    from .identity import identify
-
-    file = OutputFile(path, replace and identify(path).replaced_by_writing)
-    try:
-        file.path.write_text(text, encoding="utf-8")
-    except BaseException:
-        file.discard()
-        raise
-    file.publish()
 
 
 SUBCOMMANDS = {"export": (build_export_parser, _export), "doctor": (build_doctor_parser, _doctor)}
