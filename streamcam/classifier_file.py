@@ -199,8 +199,11 @@ def is_classifier_file(path: str | Path) -> bool:
 
     Reads the header alone, without torch: 8 bytes (little-endian length) and that much JSON.
     """
+    path = Path(path)
+    if not path.is_file():  # (a FIFO would block the read)
+        return False
     try:
-        metadata = _header_metadata(Path(path))
+        metadata = _header_metadata(path)
     except OSError:
         return False
     return metadata is not None and metadata.get(FORMAT_KEY, "").startswith(_FAMILY)
@@ -210,6 +213,8 @@ def classifier_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of the classifier file at ``path``, read without torch; InputError, one line saying
     what the file is instead, if it is not one this streamcam reads."""
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
     try:
         metadata = _header_metadata(path)
     except OSError as error:

@@ -133,8 +133,10 @@ def _loaded(module: nn.Module, name: str, labels: str | Path | list[str] | None,
     """``module`` in eval mode, probed; ``layer``, where a file names it, is the default explained layer."""
     module.eval()
     anatomy = probe(module, int(size))
-    if layer is not None:  # a file's layer wins over the probe's choice, if the probe saw it
-        anatomy = dataclasses.replace(anatomy, default_layer=anatomy.resolve_layer(layer, name))
+    if layer is not None:  # a file's layer wins over the probe's choice, if it is a block the probe saw
+        if anatomy.resolve_layer(layer, name) not in anatomy.blocks:
+            raise InputError(f"its layer {layer} only passes features on (pooling, identity...): name a block")
+        anatomy = dataclasses.replace(anatomy, default_layer=layer)
     return LoadedModel(
         module=module,
         name=name,

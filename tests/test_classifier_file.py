@@ -237,6 +237,7 @@ TAMPERED = {
     "architecture of another shape": (dict(architecture="resnet18"), "ResNet has no module"),
     "layer elsewhere": (dict(layer="nowhere"), "names layer nowhere"),
     "layer not convolutional": (dict(layer="classifier"), "layer 'classifier' is not a convolutional layer"),
+    "layer not a block": (dict(layer="bn2.drop"), "bn2.drop only passes features on"),
 }
 
 
