@@ -67,15 +67,16 @@ def build_export_parser() -> argparse.ArgumentParser:
         epilog="example: streamcam export --model resnet50 -o models/resnet50.onnx",
     )
     add_option(parser, RunConfig, "model", metavar="NAME|FILE",
-               help=f"as for `streamcam`: `{DEFAULT_MODEL}` (default), a torchvision classifier, `timm:NAME`, or a "
-                    "saved model file")
+               help=f"as for `streamcam`: `{DEFAULT_MODEL}` (default), a torchvision classifier, `timm:NAME`, a model "
+                    "file from `streamcam train`, or a saved model file")
     parser.add_argument("-o", "--output", metavar="PATH", help="the `.onnx` file to write (default: `models/NAME.onnx`)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing file, once the new graph is complete (never an input)")
     add_option(parser, RunConfig, "weights")
     add_option(parser, RunConfig, "labels", help="class names, one a line (stored in the graph)")
     add_option(parser, RunConfig, "trust_model_file")
-    add_option(parser, RunConfig, "layer", help="the module whose output the graph exposes (default: found automatically)")
+    add_option(parser, RunConfig, "layer", help="the module whose output the graph exposes (default: as for "
+                                                "`streamcam`: a model file's own, else found automatically)")
     # Accepted so that existing scripts keep working, ignored with a warning: the graph serves every top-k.
     parser.add_argument("--top-k", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
