@@ -1,6 +1,7 @@
 """Training speed of the default model (EfficientNet-Lite0, ImageNet weights, a new 3-class head): images/s.
 
-Times one epoch of :func:`streamcam.train.loop.train_classifier` over ``--batches`` batches of real-photo
+Times the second of two epochs of :func:`streamcam.train.loop.train_classifier` (the first one warms up:
+kernels chosen, memory allocated, workers started) over ``--batches`` batches of real-photo
 images (scikit-image's, cropped and pasted on backgrounds, ``--image-size`` pixels a side, as a user's
 photos would be decoded), for each combination asked: DataLoader workers, precision, and phase (the head
 alone, as in the frozen epochs, or the whole net). One markdown row per combination; the measurements
@@ -52,11 +53,12 @@ def main() -> None:
                 for workers in args.workers:
                     model = load_model().module
                     model.classifier = nn.Linear(model.classifier.in_features, len(split.classes))
-                    options = TrainOptions.for_model(loaded, epochs=1, batch=args.batch, workers=workers,
+                    options = TrainOptions.for_model(loaded, epochs=2, batch=args.batch, workers=workers,
                                                      precision=precision, device="cpu", progress=False,
-                                                     frozen_epochs=1 if phase == "head" else 0)
+                                                     frozen_epochs=2 if phase == "head" else 0, patience=2)
                     result = train_classifier(model, list(model.classifier.parameters()), None, split, options)
-                    print(f"| {phase} | {precision} | {workers} | {result.images_per_second:.1f} |", flush=True)
+                    rate = result.history[-1].images_per_second
+                    print(f"| {phase} | {precision} | {workers} | {rate:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

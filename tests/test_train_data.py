@@ -43,12 +43,14 @@ def folder(clean_folder, tmp_path) -> Path:
 def test_split_keeps_every_class_in_validation_and_counts_what_is_skipped(folder):
     (folder / "coffee" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     (folder / "chelsea" / "notes.txt").write_text("a cat")
+    whole = (folder / "astronaut" / "astronaut_001.jpg").read_bytes()
+    (folder / "astronaut" / "cut.jpg").write_bytes(whole[: len(whole) // 2])  # a download cut short
     (folder / "chelsea" / ".DS_Store").write_bytes(b"\0\0")  # hidden: not data, not counted
     (folder / ".ipynb_checkpoints").mkdir()  # hidden: not a class
     split = read_image_folder(folder, val_fraction=0.2, seed=0)
     assert split.classes == CLASSES and not split.presplit
-    assert split.skipped_count == 2
-    assert {p.name for p in split.skipped} == {"broken.jpg", "notes.txt"}
+    assert split.skipped_count == 3
+    assert {p.name for p in split.skipped} == {"broken.jpg", "notes.txt", "cut.jpg"}
     assert Counter(s.label for s in split.val) == {0: 6, 1: 6, 2: 6}  # 20 % of 30 in each class
     assert Counter(s.label for s in split.train) == {0: 24, 1: 24, 2: 24}
     assert not {s.path for s in split.train} & {s.path for s in split.val}

@@ -4,6 +4,7 @@ reproduces a seeded run, and gives the best weights back on Ctrl-C."""
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from streamcam.train.loop import (
     EpochStats,
     TrainOptions,
     evaluate,
+    lr_schedule,
     resolve_precision,
     train_classifier,
 )
@@ -108,8 +110,8 @@ def test_the_default_model_learns_the_photos_with_its_backbone_frozen(split, cap
     assert same_state({k: v for k, v in before.items() if not k.startswith("classifier.")},
                       {k: v for k, v in after.items() if not k.startswith("classifier.")})
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
-    # Given back as lent: eval mode, every parameter trainable again.
-    assert not model.training and all(p.requires_grad for p in model.parameters())
+    # Given back as lent: eval mode, every parameter trainable again, in contiguous memory (trained channels-last).
+    assert not model.training and all(p.requires_grad and p.is_contiguous() for p in model.parameters())
     # One summary line per epoch, through the streamcam logger.
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(lines) == 3 and lines[0].startswith("epoch 1/3: train loss ") and " img/s | head only" in lines[0]
@@ -250,3 +252,24 @@ def test_unfreezing_more_stages_than_there_are_is_refused(split, stages, unfreez
     with pytest.raises(InputError, match=words):
         train_classifier(model, list(model.fc.parameters()), model.stages() if stages else None, split,
                          tiny_options(unfreeze=unfreeze))
+
+
+def test_the_learning_rate_warms_up_then_follows_a_cosine():
+    optimizer = torch.optim.AdamW([{"params": [nn.Parameter(torch.zeros(2))], "lr": 1.0},
+                                   {"params": [nn.Parameter(torch.zeros(2))], "lr": 0.1}])  # head, backbone
+    schedule = lr_schedule(optimizer, steps=20, warmup=5)
+    rates = []
+    for _ in range(20):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        schedule.step()
+    head = [rate[0] for rate in rates]
+    assert head[0] == pytest.approx(0.01) and head[5] == pytest.approx(1.0)  # linear from 1 % to the peak
+    assert head[:6] == pytest.approx([0.01 + i * 0.99 / 5 for i in range(6)])
+    assert head[5:] == pytest.approx([(1 + math.cos(math.pi * t / 15)) / 2 for t in range(15)])  # then the cosine
+    assert [rate[1] for rate in rates] == pytest.approx([0.1 * rate for rate in head])  # the backbone's, scaled
+
+
+def test_the_epoch_summary_is_one_line():
+    stats = EpochStats(3, 15, 0.41, 0.912, 0.22, 0.975, 212.4, 12.0, frozen=False, best=True)
+    assert stats.summary() == "epoch 3/15: train loss 0.410 acc 91.2% | val loss 0.220 acc 97.5% | 212 img/s | best"

@@ -57,6 +57,9 @@ AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
 DEFAULT_WORKERS = 4
 WARMUP_START = 0.01  # the warm-up's first learning rate, as a fraction of the full one
 POSTFIX_SECONDS = 0.5  # how often the bar's loss and accuracy are read back (each read waits for the device)
+# Weights and batches in channels-last memory: a training step of EfficientNet-Lite0 at 224, batch 16, took
+# 4.6 s channels-last against 6.6 s contiguous on the 2-core CPU (1.4x); NVIDIA advises it for AMP on CUDA too.
+MEMORY_FORMAT = torch.channels_last
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
@@ -190,7 +193,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precisi
     try:
         with torch.inference_mode(), _autocast(device, precision):
             for images, labels in loader:
-                images, labels = to_device(images, device), to_device(labels, device)
+                images, labels = _on_device(images, labels, device)
                 logits = model(images).float()
                 losses.append(F.cross_entropy(logits, labels, reduction="none"))
                 predictions.append(logits.argmax(1))
@@ -200,6 +203,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, precisi
             module.training = training
     predicted, target = torch.cat(predictions), torch.cat(targets)
     return Evaluation(torch.cat(losses).mean().item(), (predicted == target).float().mean().item(), predicted.cpu())
+
+
+def _on_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return to_device(images, device).contiguous(memory_format=MEMORY_FORMAT), to_device(labels, device)
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -221,8 +228,8 @@ def train_classifier(
     last (nearest the head) to the first, for ``options.unfreeze = N`` (None: only ``"all"`` is possible).
     ``on_best(model, stats)`` is called as soon as an epoch has the lowest validation loss so far, while ``model``
     (on the training device) holds its weights: save it then, and a crash or Ctrl-C later loses nothing. A Ctrl-C
-    arriving during that call waits for it to return. The model is given back as lent (device, training flags,
-    ``requires_grad``), holding the best epoch's weights.
+    arriving during that call waits for it to return. The model is given back as lent (device, memory format,
+    training flags, ``requires_grad``), holding the best epoch's weights.
     """
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device.type)
@@ -233,6 +240,8 @@ def train_classifier(
     train_loader = loader(split.train, train_transform(size, mean, std), shuffle=True)
     val_loader = loader(split.val, val_transform(size, mean, std), shuffle=False)
 
+    log.info("training on %s (%s), %d DataLoader worker(s), %d batches of %d an epoch: %s", device, precision,
+             options.workers, len(train_loader), options.batch, _plan(options, backbone))
     loan = ModelLoan(model)
     history: list[EpochStats] = []
     best: EpochStats | None = None
@@ -241,7 +250,7 @@ def train_classifier(
     trained = _Pass()  # the training passes so far
     started = time.perf_counter()
     try:
-        model.to(device)
+        model.to(device, memory_format=MEMORY_FORMAT)
         fit = _Fit(model, head, backbone, options, len(train_loader), precision, device)
         for epoch in range(1, options.epochs + 1):
             frozen = epoch <= options.frozen_epochs
@@ -273,6 +282,15 @@ def train_classifier(
         loan.give_back()
     return TrainResult(best, history, interrupted, stopped_early, time.perf_counter() - started,
                        trained.images / trained.seconds if trained.seconds else 0.0)
+
+
+def _plan(options: TrainOptions, backbone: list[nn.Parameter]) -> str:
+    """What trains when, in words."""
+    if not backbone or options.frozen_epochs >= options.epochs:
+        return "the head alone"
+    part = "the whole backbone" if options.unfreeze == "all" else f"the backbone's last {options.unfreeze} stage(s)"
+    opened = f"the head and {part} ({sum(p.numel() for p in backbone):,} more parameters)"
+    return f"the head alone for {options.frozen_epochs} epoch(s), then {opened}" if options.frozen_epochs else opened
 
 
 def _loader_maker(options: TrainOptions, pin_memory: bool) -> Callable[..., DataLoader]:
@@ -339,7 +357,7 @@ class _Fit:
         groups += _param_groups(backbone, options.lr * options.backbone_lr_scale, options.weight_decay)
         # Frozen parameters have no gradient: AdamW leaves them (and their decay) alone until they get one.
         self.optimizer = torch.optim.AdamW(groups)
-        self.scheduler = _schedule(self.optimizer, options.epochs * steps_per_epoch,
+        self.scheduler = lr_schedule(self.optimizer, options.epochs * steps_per_epoch,
                                    options.warmup_epochs * steps_per_epoch)
         # fp16's narrow range needs the loss scaled up so that small gradients do not vanish; bf16's does not.
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -357,7 +375,7 @@ class _Fit:
         return loss.detach(), (logits.detach().argmax(1) == labels).sum()
 
 
-def _schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LRScheduler:
+def lr_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warm-up over ``warmup`` steps, then a cosine down to 0 at ``steps``."""
     warmup = min(warmup, steps - 1)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps - warmup))
@@ -393,8 +411,7 @@ def _train_epoch(fit: _Fit, loader: DataLoader, device: torch.device, bar: tqdm)
     seen = 0
     started = shown = time.perf_counter()
     for images, labels in loader:
-        images, labels = to_device(images, device), to_device(labels, device)
-        loss, right = fit.step(images, labels)
+        loss, right = fit.step(*_on_device(images, labels, device))
         loss_sum += loss * len(labels)
         correct += right
         seen += len(labels)
