@@ -87,6 +87,31 @@ def build_export_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_train_parser() -> argparse.ArgumentParser:
+    """``streamcam train``'s parser: :class:`~streamcam.train.command.TrainCommand`'s and
+    :class:`~streamcam.train.options.TrainOptions`' fields, each declared once."""
+    from .options import add_options
+    from .train.command import TrainCommand
+    from .train.options import TrainOptions
+
+    parser = _Parser(
+        prog="streamcam train",
+        description="Fine-tune a CAM-ready classifier on a folder of labelled images (one subfolder per class, or "
+                    "train/ and val/ each holding them): the backbone's head becomes global average pooling + one "
+                    "linear layer for your classes; the head trains alone first, then the backbone too. Writes one "
+                    "model file that `streamcam --model FILE` and `streamcam.Explainer(model=FILE)` load with "
+                    "nothing else, and a report beside it.",
+        epilog="example: streamcam train pets/ -o pets.safetensors, then streamcam --webcam 0 --model pets.safetensors",
+    )
+    parser.add_argument("data", metavar="DATA_DIR",
+                        help="the image folder: one subfolder per class (`cats/`, `dogs/`), or `train/` and `val/` "
+                             "each with the same class subfolders")
+    add_options(parser, TrainCommand, start="output")
+    add_options(parser, TrainOptions)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return parser
+
+
 def build_doctor_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="streamcam doctor",
@@ -243,7 +268,25 @@ def _doctor(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-SUBCOMMANDS = {"export": (build_export_parser, _export), "doctor": (build_doctor_parser, _doctor)}
+def _train(args: argparse.Namespace) -> int:
+    from .options import parsed
+    from .train.command import TrainCommand, run_training
+    from .train.options import TrainOptions
+
+    command = TrainCommand(data=args.data, **parsed(args, TrainCommand))
+    command.check()  # before torch loads
+    training = {name: value for name, value in parsed(args, TrainOptions).items()}
+    result = run_training(command, {**training, "progress": _is_terminal(sys.stderr)})
+    if result.interrupted:
+        where = f"the best epoch so far ({result.best.epoch}) is saved in {command.model_file}" if result.best else \
+            "no epoch finished: nothing was saved"
+        log.error("interrupted: %s", where)
+        return interrupts.exit_code(interrupts.received() or 2)
+    return EXIT_OK if result.best is not None else EXIT_FAILURE
+
+
+SUBCOMMANDS = {"export": (build_export_parser, _export), "doctor": (build_doctor_parser, _doctor),
+               "train": (build_train_parser, _train)}
 
 
 class _CurrentStderr(logging.StreamHandler):
