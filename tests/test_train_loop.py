@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import pytest
 import torch
@@ -22,11 +23,13 @@ from streamcam.train.data import (
 )
 from streamcam.train.loop import (
     AUTO_PRECISION,
+    AUTO_WORKERS,
     EpochStats,
     TrainOptions,
     evaluate,
     lr_schedule,
     resolve_precision,
+    resolve_workers,
     train_classifier,
 )
 
@@ -122,6 +125,25 @@ def test_the_default_model_learns_the_photos_with_its_backbone_frozen(split, cap
     assert evaluation.predictions.shape == labels.shape
     assert evaluation.accuracy == pytest.approx((evaluation.predictions == labels).float().mean().item())
     assert evaluation.loss == pytest.approx(result.best_val_loss, rel=1e-4)
+
+
+def test_fine_tuning_the_whole_default_model_keeps_it_right(split):
+    loaded = load_model()
+    model = loaded.module
+    torch.manual_seed(0)
+    model.classifier = nn.Linear(model.classifier.in_features, len(split.classes))
+    before = snapshot(model)
+    options = TrainOptions.for_model(loaded, input_size=128, epochs=3, frozen_epochs=1, batch=16, lr=3e-3,
+                                     device="cpu")
+    result = train_classifier(model, list(model.classifier.parameters()), None, split, options)
+    assert [h.frozen for h in result.history] == [True, False, False]
+    assert result.best_val_acc >= 0.9, [h.summary() for h in result.history]
+    # Fine-tuning beat the head alone, so the kept epoch is one in which the backbone trained, and its
+    # BatchNorm statistics followed the new images.
+    assert result.best_epoch > 1 and result.best_val_loss < result.history[0].val_loss
+    after = snapshot(model)
+    assert not torch.equal(before["conv_stem.weight"], after["conv_stem.weight"])
+    assert not torch.equal(before["bn1.running_mean"], after["bn1.running_mean"])
 
 
 def test_the_best_epoch_is_kept_and_handed_over(split):
@@ -224,10 +246,13 @@ def test_mixed_precision_trains(split, precision):
     assert result.history[-1].train_loss < result.history[0].train_loss
 
 
-def test_auto_precision_is_each_device_types_measured_default():
+def test_auto_precision_and_workers_are_each_device_types_measured_defaults():
     assert resolve_precision("auto", "cpu") == AUTO_PRECISION["cpu"] == "fp32"
     assert resolve_precision("auto", "cuda") == AUTO_PRECISION["cuda"] == "fp16"
     assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_workers(None, "cpu") == AUTO_WORKERS["cpu"] == 0
+    assert resolve_workers(None, "cuda") == min(4, os.cpu_count())
+    assert resolve_workers(3, "cpu") == 3
 
 
 @pytest.mark.parametrize(("changes", "words"), [

@@ -25,13 +25,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 from .. import interrupts
@@ -40,7 +41,7 @@ from ..defaults import PRECISION_NAMES
 from ..device import resolve_device, to_device
 from ..errors import InputError
 from ..loan import ModelLoan
-from .data import ImageFolderSplit, make_loader, train_transform, val_transform
+from .data import ImageFolderSplit, Sample, make_loader, train_transform, val_transform
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -48,13 +49,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRECISION_CHOICES = ("auto", *PRECISION_NAMES)
-# precision="auto" per device type. cpu: fp32 (scripts/bench_train.py, EfficientNet-Lite0 at 224, batch 32:
-# bf16 autocast MEASURE); cuda: fp16 with a gradient scaler (not measured: no GPU here; the
-# tensor cores' format, as PyTorch's AMP recipe). Any other device type: fp32.
+# precision="auto" per device type. cpu: fp32, measured 8x faster than bf16 autocast on the 2-core CPU
+# (no native bf16 there; scripts/bench_train.py, EfficientNet-Lite0 at 224, batch 32: 35.9 against 4.3
+# images/s with the head alone, 11.3 against 1.4 for the whole net); cuda: fp16 with a gradient scaler
+# (not measured: no GPU here; the tensor cores' format, as PyTorch's AMP recipe). Any other device: fp32.
 AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
-# DataLoader worker processes by default, at most one per core. Measured (scripts/bench_train.py,
-# EfficientNet-Lite0 at 224, batch 32, 2 cores): MEASURE
-DEFAULT_WORKERS = 4
+# workers=None (DataLoader processes) per device type. cpu: 0, measured fastest on the 2-core CPU
+# (scripts/bench_train.py, EfficientNet-Lite0 at 224, batch 32, medians of 3 rounds): the head alone 68.3
+# images/s with 0 workers, 43.6 with 1, 45.0 with 2; the whole net 19.5, 13.3, 13.1. Training there is bound
+# by the model's maths on every core, and a worker's decoding takes a core from it. Elsewhere (cuda: not
+# measured, no GPU here) the device computes while workers decode: up to ACCELERATOR_WORKERS, one per core.
+AUTO_WORKERS = {"cpu": 0}
+ACCELERATOR_WORKERS = 4
 WARMUP_START = 0.01  # the warm-up's first learning rate, as a fraction of the full one
 POSTFIX_SECONDS = 0.5  # how often the bar's loss and accuracy are read back (each read waits for the device)
 # Weights and batches in channels-last memory: a training step of EfficientNet-Lite0 at 224, batch 16, took
@@ -63,8 +69,11 @@ MEMORY_FORMAT = torch.channels_last
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
-def default_workers() -> int:
-    return min(DEFAULT_WORKERS, os.cpu_count() or 1)
+def resolve_workers(workers: int | None, device_type: str) -> int:
+    """``workers`` itself, or for None the measured default of ``device_type`` (see AUTO_WORKERS)."""
+    if workers is not None:
+        return workers
+    return AUTO_WORKERS.get(device_type, min(ACCELERATOR_WORKERS, os.cpu_count() or 1))
 
 
 def resolve_precision(choice: str, device_type: str) -> str:
@@ -94,7 +103,7 @@ class TrainOptions:
     frozen_epochs: int = 2  # epochs in which only the head trains
     unfreeze: str | int = "all"  # then: "all" of the backbone, or its last N stages (0: the head alone, always)
     patience: int = 4  # stop after this many epochs without a lower validation loss
-    workers: int = field(default_factory=default_workers)  # DataLoader processes (0: decode in this one)
+    workers: int | None = None  # DataLoader processes (0: decode in this one; None: see AUTO_WORKERS)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # "auto", "fp32", "fp16" or "bf16" (see AUTO_PRECISION)
@@ -109,8 +118,10 @@ class TrainOptions:
     def __post_init__(self) -> None:
         for name in ("input_size", "epochs", "batch"):
             _check_int(name, getattr(self, name), 1)
-        for name in ("warmup_epochs", "frozen_epochs", "workers", "seed"):
+        for name in ("warmup_epochs", "frozen_epochs", "seed"):
             _check_int(name, getattr(self, name), 0)
+        if self.workers is not None:
+            _check_int("workers", self.workers, 0)
         _check_int("patience", self.patience, 1)
         if self.unfreeze != "all":
             _check_int("unfreeze", self.unfreeze, 0, "'all' or ")
@@ -236,12 +247,17 @@ def train_classifier(
     head, backbone = _trainable_parts(model, head_params, stages, options.unfreeze)
     torch.manual_seed(options.seed)
     size, mean, std = options.input_size, options.mean, options.std
-    loader = _loader_maker(options, pin_memory=device.type == "cuda")  # pinned host memory only serves CUDA copies
+    workers = resolve_workers(options.workers, device.type)
+
+    def loader(samples: list[Sample], transform: v2.Transform, shuffle: bool) -> DataLoader:
+        # Pinned host memory only serves copies to CUDA.
+        return make_loader(samples, transform, options.batch, shuffle=shuffle, workers=workers, seed=options.seed,
+                           pin_memory=device.type == "cuda")
+
     train_loader = loader(split.train, train_transform(size, mean, std), shuffle=True)
     val_loader = loader(split.val, val_transform(size, mean, std), shuffle=False)
-
     log.info("training on %s (%s), %d DataLoader worker(s), %d batches of %d an epoch: %s", device, precision,
-             options.workers, len(train_loader), options.batch, _plan(options, backbone))
+             workers, len(train_loader), options.batch, _plan(options, backbone))
     loan = ModelLoan(model)
     history: list[EpochStats] = []
     best: EpochStats | None = None
@@ -281,7 +297,7 @@ def train_classifier(
             model.load_state_dict(best_state)
         loan.give_back()
     return TrainResult(best, history, interrupted, stopped_early, time.perf_counter() - started,
-                       trained.images / trained.seconds if trained.seconds else 0.0)
+                       trained.rate if trained.images else 0.0)
 
 
 def _plan(options: TrainOptions, backbone: list[nn.Parameter]) -> str:
@@ -291,14 +307,6 @@ def _plan(options: TrainOptions, backbone: list[nn.Parameter]) -> str:
     part = "the whole backbone" if options.unfreeze == "all" else f"the backbone's last {options.unfreeze} stage(s)"
     opened = f"the head and {part} ({sum(p.numel() for p in backbone):,} more parameters)"
     return f"the head alone for {options.frozen_epochs} epoch(s), then {opened}" if options.frozen_epochs else opened
-
-
-def _loader_maker(options: TrainOptions, pin_memory: bool) -> Callable[..., DataLoader]:
-    def make(samples, transform, shuffle: bool) -> DataLoader:
-        return make_loader(samples, transform, options.batch, shuffle=shuffle, workers=options.workers,
-                           seed=options.seed, pin_memory=pin_memory)
-
-    return make
 
 
 def _trainable_parts(model: nn.Module, head_params: Iterable[nn.Parameter], stages: list[list[nn.Parameter]] | None,
