@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,109 +36,20 @@ from tqdm import tqdm
 
 from .. import interrupts
 from ..backends.torch_backend import PRECISIONS
-from ..defaults import PRECISION_NAMES
 from ..device import resolve_device, to_device
 from ..errors import InputError
 from ..loan import ModelLoan
 from .data import ImageFolderSplit, Sample, make_loader, train_transform, val_transform
-
-if TYPE_CHECKING:
-    from ..models import LoadedModel
+from .options import AUTO_PRECISION, AUTO_WORKERS, TrainOptions, resolve_precision, resolve_workers  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-PRECISION_CHOICES = ("auto", *PRECISION_NAMES)
-# precision="auto" per device type. cpu: fp32, measured 8x faster than bf16 autocast on the 2-core CPU
-# (no native bf16 there; scripts/bench_train.py, EfficientNet-Lite0 at 224, batch 32: 35.9 against 4.3
-# images/s with the head alone, 11.3 against 1.4 for the whole net); cuda: fp16 with a gradient scaler
-# (not measured: no GPU here; the tensor cores' format, as PyTorch's AMP recipe). Any other device: fp32.
-AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
-# workers=None (DataLoader processes) per device type. cpu: 0, measured fastest on the 2-core CPU
-# (scripts/bench_train.py, EfficientNet-Lite0 at 224, batch 32, medians of 3 rounds): the head alone 68.3
-# images/s with 0 workers, 43.6 with 1, 45.0 with 2; the whole net 19.5, 13.3, 13.1. Training there is bound
-# by the model's maths on every core, and a worker's decoding takes a core from it. Elsewhere (cuda: not
-# measured, no GPU here) the device computes while workers decode: up to ACCELERATOR_WORKERS, one per core.
-AUTO_WORKERS = {"cpu": 0}
-ACCELERATOR_WORKERS = 4
 WARMUP_START = 0.01  # the warm-up's first learning rate, as a fraction of the full one
 POSTFIX_SECONDS = 0.5  # how often the bar's loss and accuracy are read back (each read waits for the device)
 # Weights and batches in channels-last memory: a training step of EfficientNet-Lite0 at 224, batch 16, took
 # 4.6 s channels-last against 6.6 s contiguous on the 2-core CPU (1.4x); NVIDIA advises it for AMP on CUDA too.
 MEMORY_FORMAT = torch.channels_last
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-
-
-def resolve_workers(workers: int | None, device_type: str) -> int:
-    """``workers`` itself, or for None the measured default of ``device_type`` (see AUTO_WORKERS)."""
-    if workers is not None:
-        return workers
-    return AUTO_WORKERS.get(device_type, min(ACCELERATOR_WORKERS, os.cpu_count() or 1))
-
-
-def resolve_precision(choice: str, device_type: str) -> str:
-    """``choice`` itself, or for ``"auto"`` the measured default of ``device_type``."""
-    if choice not in PRECISION_CHOICES:
-        raise InputError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {choice!r}")
-    return AUTO_PRECISION.get(device_type, "fp32") if choice == "auto" else choice
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How to train; checked on construction (a bad value raises :class:`InputError`).
-
-    ``input_size``, ``mean`` and ``std`` are the backbone's preprocessing (see :meth:`for_model`).
-    """
-
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    epochs: int = 15
-    batch: int = 32
-    lr: float = 1e-3  # the head's peak learning rate
-    backbone_lr_scale: float = 0.1  # the backbone's peak learning rate, as a fraction of lr
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    warmup_epochs: int = 1
-    frozen_epochs: int = 2  # epochs in which only the head trains
-    unfreeze: str | int = "all"  # then: "all" of the backbone, or its last N stages (0: the head alone, always)
-    patience: int = 4  # stop after this many epochs without a lower validation loss
-    workers: int | None = None  # DataLoader processes (0: decode in this one; None: see AUTO_WORKERS)
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # "auto", "fp32", "fp16" or "bf16" (see AUTO_PRECISION)
-    progress: bool = True  # a tqdm bar per epoch (on a terminal only)
-
-    @classmethod
-    def for_model(cls, loaded: LoadedModel, **options) -> TrainOptions:
-        """Options for a :class:`streamcam.models.LoadedModel`'s backbone: its input size, mean and std (unless
-        ``options`` say otherwise)."""
-        return cls(**{"input_size": loaded.input_size, "mean": loaded.mean, "std": loaded.std, **options})
-
-    def __post_init__(self) -> None:
-        for name in ("input_size", "epochs", "batch"):
-            _check_int(name, getattr(self, name), 1)
-        for name in ("warmup_epochs", "frozen_epochs", "seed"):
-            _check_int(name, getattr(self, name), 0)
-        if self.workers is not None:
-            _check_int("workers", self.workers, 0)
-        _check_int("patience", self.patience, 1)
-        if self.unfreeze != "all":
-            _check_int("unfreeze", self.unfreeze, 0, "'all' or ")
-        for name in ("lr", "backbone_lr_scale"):
-            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
-                raise InputError(f"{name} must be a number above 0, not {getattr(self, name)!r}")
-        if not 0 <= self.weight_decay:
-            raise InputError(f"weight_decay must be 0 or more, not {self.weight_decay!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise InputError(f"label_smoothing must lie in [0, 1), not {self.label_smoothing!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise InputError(f"mean and std must be 3 numbers each (RGB), std above 0: {self.mean}, {self.std}")
-        resolve_precision(self.precision, "cpu")
-
-
-def _check_int(name: str, value: object, least: int, others: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InputError(f"{name} must be {others}a whole number >= {least}, not {value!r}")
 
 
 @dataclass(frozen=True)
