@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import interrupts
 from ..defaults import DEFAULT_MODEL
 from ..errors import InputError
 from ..options import option
@@ -120,7 +121,8 @@ def run_training(command: TrainCommand, training: dict) -> TrainResult:
                   "data": Path(command.data).resolve().name}
         save_classifier(path, trained, ClassifierInfo(**{**_fields(info), "training": record}))
 
-    result = train_classifier(model, head_params, stages, split, options, on_best=save_best)
+    with interrupts.outputs_open():  # from here a signal stops training and keeps the best epoch, saved
+        result = train_classifier(model, head_params, stages, split, options, on_best=save_best)
     if result.best is None:
         log.warning("no epoch finished: nothing was saved")
         return result
@@ -128,14 +130,15 @@ def run_training(command: TrainCommand, training: dict) -> TrainResult:
              100 * result.best.val_acc, result.best.val_loss, path)
     if result.interrupted:
         return result  # the file holds the best epoch; the report and graph would make the user wait
-    if command.report:
-        with phase(f"writing the report {command.report_file}"):
-            _report(command, split, options.device)
-    if command.export:
-        from ..export import export_onnx
+    with interrupts.outputs_open():  # a signal now leaves no half report or graph (each is written whole)
+        if command.report:
+            with phase(f"writing the report {command.report_file}"):
+                _report(command, split, options.device)
+        if command.export:
+            from ..export import export_onnx
 
-        with phase(f"exporting {path} to {command.graph_file}", long=True):
-            export_onnx(command.graph_file, model=str(path), overwrite=command.overwrite)
+            with phase(f"exporting {path} to {command.graph_file}", long=True):
+                export_onnx(command.graph_file, model=str(path), overwrite=command.overwrite)
     return result
 
 
