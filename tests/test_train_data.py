@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from streamcam.preprocess import Preprocessor
 from streamcam.sources import read_image
 from streamcam.train.data import (
     ImageDataset,
+    init_worker,
     make_loader,
     read_image_folder,
     read_rgb,
@@ -170,3 +172,30 @@ def test_the_loader_yields_batches_of_images_and_labels(clean_folder):
     assert len(ImageDataset(split.val, val_transform(32, MEAN, STD))) == len(split.val)
     shuffled = make_loader(split.train, train_transform(32, MEAN, STD), 32, shuffle=True, workers=0, seed=0)
     assert len(shuffled) == len(split.train) // 32  # the last partial batch is dropped
+
+
+class _WorkerState(torch.utils.data.Dataset):
+    """What a worker process sees: its SIGINT and SIGTERM handlers and a draw from NumPy's generator."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> tuple[bool, bool, float]:
+        return (signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,
+                float(np.random.random()))
+
+
+def test_workers_leave_signals_to_the_main_process_and_are_seeded():
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a handler of the main process's, as the command's
+    try:
+        draws = []
+        for _ in range(2):
+            loader = torch.utils.data.DataLoader(_WorkerState(), batch_size=None, num_workers=2,
+                                                 worker_init_fn=init_worker, generator=torch.Generator().manual_seed(0))
+            items = list(loader)
+            assert all(ignores_ctrl_c and default_term for ignores_ctrl_c, default_term, _ in items)
+            draws.append([draw for _, _, draw in items])
+        assert draws[0] == draws[1] and draws[0][0] != draws[0][1]  # seeded, and per worker
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # this process keeps its Ctrl-C

@@ -3,9 +3,13 @@ reproduces a seeded run, and gives the best weights back on Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -298,3 +302,44 @@ def test_the_learning_rate_warms_up_then_follows_a_cosine():
 def test_the_epoch_summary_is_one_line():
     stats = EpochStats(3, 15, 0.41, 0.912, 0.22, 0.975, 212.4, 12.0, frozen=False, best=True)
     assert stats.summary() == "epoch 3/15: train loss 0.410 acc 91.2% | val loss 0.220 acc 97.5% | 212 img/s | best"
+
+
+# Trains in a process of its own, as the command will: streamcam's signal handling installed, outputs open,
+# DataLoader workers running; while epoch 2 is being saved the whole process group gets Ctrl-C, as from a
+# terminal, and the save goes on to its end.
+CTRL_C_RUN = """
+import json, os, signal, sys
+from pathlib import Path
+import torch
+from conftest import TinyGapNet
+from streamcam import interrupts
+from streamcam.train.data import read_image_folder
+from streamcam.train.loop import TrainOptions, train_classifier
+
+def on_best(model, stats):
+    if stats.epoch == 2:
+        os.killpg(os.getpgrp(), signal.SIGINT)
+    Path(sys.argv[2]).write_text(str(stats.epoch))  # "saved"
+
+interrupts.install()
+torch.manual_seed(0)
+model = TinyGapNet(classes=3)
+options = TrainOptions(input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, epochs=6, batch=16, lr=3e-2, workers=2,
+                       frozen_epochs=0, device="cpu", patience=10)
+with interrupts.outputs_open():
+    result = train_classifier(model, list(model.fc.parameters()), None, read_image_folder(Path(sys.argv[1])), options,
+                              on_best)
+print(json.dumps({"interrupted": result.interrupted, "epochs": len(result.history), "best": result.best_epoch}))
+"""
+
+
+def test_ctrl_c_from_the_terminal_waits_for_the_save_then_keeps_the_best_epoch(split, tmp_path):
+    saved = tmp_path / "saved"
+    tests = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", CTRL_C_RUN, str(split.root), str(saved)], capture_output=True,
+                          text=True, timeout=120, check=False, start_new_session=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"interrupted": True, "epochs": 2, "best": 2}
+    assert saved.read_text() == "2"  # the interrupt waited for on_best to return
+    assert "Traceback" not in done.stderr

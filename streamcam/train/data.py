@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from torchvision.datasets.folder import find_classes, make_dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from .. import interrupts
 from ..errors import InputError
 from ..sources import read_image
 
@@ -245,12 +247,18 @@ class ImageDataset(Dataset):
         return self.transform(read_rgb(path)), label
 
 
-def seed_worker(worker_id: int) -> None:
-    """Seed Python's and NumPy's generators in a DataLoader worker from the seed torch gave it
-    (torch's own is already seeded per worker from the loader's generator)."""
+def init_worker(worker_id: int) -> None:
+    """Ready a DataLoader worker process: seed Python's and NumPy's generators from the seed torch gave it
+    (torch's own is already seeded per worker from the loader's generator), and leave signals to the main
+    process. A worker is a fork of it: without this, Ctrl-C (sent to every process of the terminal) or the
+    loader's own SIGTERM at shutdown would run the main process's handlers there (the command's
+    :mod:`streamcam.interrupts`, which may remove scratch files and exit)."""
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops the run, then its workers
+    for signum in interrupts.SIGNALS.keys() - {signal.SIGINT}:
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def make_loader(samples: Sequence[Sample], transform: Callable[[torch.Tensor], torch.Tensor], batch: int, *,
@@ -265,7 +273,7 @@ def make_loader(samples: Sequence[Sample], transform: Callable[[torch.Tensor], t
         drop_last=shuffle and len(samples) > batch,
         num_workers=workers,
         persistent_workers=workers > 0,
-        worker_init_fn=seed_worker,
+        worker_init_fn=init_worker,
         generator=torch.Generator().manual_seed(seed),
         pin_memory=pin_memory,
     )

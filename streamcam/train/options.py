@@ -31,7 +31,7 @@ def parse_unfreeze(text: str) -> str | int:
 
 PRECISION_CHOICES = ("auto", *PRECISION_NAMES)
 # precision="auto" per device type. cpu: fp32, measured 8x faster than bf16 autocast on the 2-core CPU
-# (no native bf16 there; scripts/bench_train.py, EfficientNet-Lite0 at 224, batch 32: 35.9 against 4.3
+# (no native bf16 there; scripts/bench_train.py, EfficientNet-Lite0 at 224, batch 32, 1 worker: 35.9 against 4.3
 # images/s with the head alone, 11.3 against 1.4 for the whole net); cuda: fp16 with a gradient scaler
 # (not measured: no GPU here; the tensor cores' format, as PyTorch's AMP recipe). Any other device: fp32.
 AUTO_PRECISION = {"cpu": "fp32", "cuda": "fp16"}
