@@ -142,3 +142,17 @@ def test_ctrl_c_keeps_the_best_epoch_so_far(tmp_path):
     info = read_info(tmp_path / "pets.safetensors")  # complete, and loads
     assert info.labels == ("chelsea", "coffee") and info.training["epoch"] >= 1
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written file left
+
+
+def test_export_writes_the_graph_beside_the_model(trained, tmp_path, cat):
+    data, _, _ = trained
+    model_file = tmp_path / "pets.safetensors"
+    code = streamcam.cli.main(["train", str(data), "-o", str(model_file), "--epochs", "1", "--frozen-epochs", "1",
+                               "--batch", "16", "--export", "--no-report"])
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pets.onnx", "pets.safetensors"]
+    with streamcam.Explainer(model=str(tmp_path / "pets.onnx"), device="cpu") as graph, \
+            streamcam.Explainer(model=str(model_file), device="cpu", backend="torch") as module:
+        assert graph.labels == module.labels == list(CLASSES) and graph.layer == module.layer
+        a, b = graph([cat]), module([cat])
+    assert a.labels == b.labels and abs(float(a.scores[0, 0]) - float(b.scores[0, 0])) < 1e-3
