@@ -20,16 +20,17 @@ BLOCK = re.compile(r"(<!-- options: (?P<command>[\w ]+) -->\n)(?P<table>.*?)(<!-
 
 
 def parsers() -> dict[str, argparse.ArgumentParser]:
-    from streamcam.cli import build_doctor_parser, build_export_parser, build_parser
+    from streamcam.cli import build_doctor_parser, build_export_parser, build_parser, build_train_parser
 
     return {"streamcam": build_parser(), "streamcam doctor": build_doctor_parser(),
-            "streamcam export": build_export_parser()}
+            "streamcam export": build_export_parser(), "streamcam train": build_train_parser()}
 
 
 def option_name(action: argparse.Action) -> str:
     """``-o, --output PATH``, ``--boxes``, ``INPUT ...``: the option as a user types it."""
     if not action.option_strings:
-        return f"{action.metavar or action.dest.upper()} ..."
+        many = " ..." if action.nargs in ("*", "+") else ""
+        return f"{action.metavar or action.dest.upper()}{many}"
     metavar = "" if action.nargs == 0 else f" {action.metavar or action.dest.upper()}"
     return ", ".join(action.option_strings) + metavar
 

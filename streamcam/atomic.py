@@ -110,6 +110,22 @@ class OutputFile:
         self.published = True
 
 
+def write_whole(path: Path, text: str, replace: bool) -> None:
+    """Write ``text`` (UTF-8) under a temporary name beside ``path``, then move it into place.
+
+    ``replace``: an existing file at ``path`` may be replaced, once the new one is
+    complete; without it, one that is there stays untouched (and the caller, who
+    checked beforehand, hears of it: :meth:`OutputFile.publish`).
+    """
+    file = OutputFile(path, replace and identify(path).replaced_by_writing)
+    try:
+        file.path.write_text(text, encoding="utf-8")
+    except BaseException:
+        file.discard()
+        raise
+    file.publish()
+
+
 def _new_file_beside(final: Path) -> Path:
     """An empty file of a fresh name in ``final``'s folder, with the permissions a new file gets there."""
     while True:

@@ -67,21 +67,47 @@ def build_export_parser() -> argparse.ArgumentParser:
         epilog="example: streamcam export --model resnet50 -o models/resnet50.onnx",
     )
     add_option(parser, RunConfig, "model", metavar="NAME|FILE",
-               help=f"as for `streamcam`: `{DEFAULT_MODEL}` (default), a torchvision classifier, `timm:NAME`, or a "
-                    "saved model file")
+               help=f"as for `streamcam`: `{DEFAULT_MODEL}` (default), a torchvision classifier, `timm:NAME`, a model "
+                    "file from `streamcam train`, or a saved model file")
     parser.add_argument("-o", "--output", metavar="PATH", help="the `.onnx` file to write (default: `models/NAME.onnx`)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing file, once the new graph is complete (never an input)")
     add_option(parser, RunConfig, "weights")
     add_option(parser, RunConfig, "labels", help="class names, one a line (stored in the graph)")
     add_option(parser, RunConfig, "trust_model_file")
-    add_option(parser, RunConfig, "layer", help="the module whose output the graph exposes (default: found automatically)")
+    add_option(parser, RunConfig, "layer", help="the module whose output the graph exposes (default: as for "
+                                                "`streamcam`: a model file's own, else found automatically)")
     # Accepted so that existing scripts keep working, ignored with a warning: the graph serves every top-k.
     parser.add_argument("--top-k", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
                         help=f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     parser.add_argument("--fp16", action="store_true",
                         help="run the model in half precision inside the graph (the CAM stays fp32)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return parser
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    """``streamcam train``'s parser: :class:`~streamcam.train.command.TrainCommand`'s and
+    :class:`~streamcam.train.options.TrainOptions`' fields, each declared once."""
+    from .options import add_options
+    from .train.command import TrainCommand
+    from .train.options import TrainOptions
+
+    parser = _Parser(
+        prog="streamcam train",
+        description="Fine-tune a CAM-ready classifier on a folder of labelled images (one subfolder per class, or "
+                    "train/ and val/ each holding them): the backbone's head becomes global average pooling + one "
+                    "linear layer for your classes; the head trains alone first, then the backbone too. Writes one "
+                    "model file that `streamcam --model FILE` and `streamcam.Explainer(model=FILE)` load with "
+                    "nothing else, and a report beside it.",
+        epilog="example: streamcam train pets/ -o pets.safetensors, then streamcam --webcam 0 --model pets.safetensors",
+    )
+    parser.add_argument("data", metavar="DATA_DIR",
+                        help="the image folder: one subfolder per class (`cats/`, `dogs/`), or `train/` and `val/` "
+                             "each with the same class subfolders")
+    add_options(parser, TrainCommand, start="output")
+    add_options(parser, TrainOptions)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return parser
 
@@ -235,26 +261,32 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(text, flush=True)
     elif report_file is not None:
-        _write_whole(report_file, text + "\n", replace=args.overwrite)
+        from .atomic import write_whole
+
+        write_whole(report_file, text + "\n", replace=args.overwrite)
         log.info("report written to %s: attach it to bug reports", report_file)
     return report.exit_code
 
 
-def _write_whole(path: Path, text: str, replace: bool) -> None:
-    """Write ``text`` under a temporary name beside ``path``, then move it into place."""
-    from .atomic import OutputFile
-    from .identity import identify
+def _train(args: argparse.Namespace) -> int:
+    from .options import parsed
+    from .train.command import TrainCommand, run_training
+    from .train.options import TrainOptions
 
-    file = OutputFile(path, replace and identify(path).replaced_by_writing)
-    try:
-        file.path.write_text(text, encoding="utf-8")
-    except BaseException:
-        file.discard()
-        raise
-    file.publish()
+    command = TrainCommand(data=args.data, **parsed(args, TrainCommand))
+    command.check()  # before torch loads
+    training = {name: value for name, value in parsed(args, TrainOptions).items()}
+    result = run_training(command, {**training, "progress": _is_terminal(sys.stderr)})
+    if result.interrupted:
+        where = f"the best epoch so far ({result.best.epoch}) is saved in {command.model_file}" if result.best else \
+            "no epoch finished: nothing was saved"
+        log.error("interrupted: %s", where)
+        return interrupts.exit_code(interrupts.received() or 2)
+    return EXIT_OK if result.best is not None else EXIT_FAILURE
 
 
-SUBCOMMANDS = {"export": (build_export_parser, _export), "doctor": (build_doctor_parser, _doctor)}
+SUBCOMMANDS = {"export": (build_export_parser, _export), "doctor": (build_doctor_parser, _doctor),
+               "train": (build_train_parser, _train)}
 
 
 class _CurrentStderr(logging.StreamHandler):

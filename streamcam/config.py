@@ -86,8 +86,9 @@ class RunConfig:
     model: str | nn.Module = option(  # noqa: RUF009 - option() is dataclasses.field() with metadata
         DEFAULT_MODEL, "--model", metavar="NAME", group=MODEL, explainer=True,
         help=f"`{DEFAULT_MODEL}` (default), a torchvision classifier (`resnet18`, `resnet50`, `vgg16`, `googlenet`, "
-             "`mobilenet_v3_large`, `convnext_tiny`, ...), `timm:NAME`, an exported `.onnx` graph, or a whole saved "
-             "model (`torch.save(model)`) with `--trust-model-file`")
+             "`mobilenet_v3_large`, `convnext_tiny`, ...), `timm:NAME`, an exported `.onnx` graph, a model file from "
+             "`streamcam train` (`.safetensors`: classes, preprocessing and layer included), or a whole saved model "
+             "(`torch.save(model)`) with `--trust-model-file`")
     weights: str | None = option(
         None, "--weights", metavar="FILE", group=MODEL, explainer=True,
         help="a state dict (`.pth`/`.pt`, plain or under `state_dict`/`model`; DataParallel's `module.` prefix is "
@@ -104,8 +105,8 @@ class RunConfig:
              "models, `class N` otherwise")
     layer: str | None = option(
         None, "--layer", metavar="NAME", group=MODEL, explainer=True,
-        help="the module to explain; default: the last block before global pooling, found automatically. A wrong "
-             "name lists the candidates")
+        help="the module to explain; default: the one a model file from `streamcam train` names, else the last "
+             "block before global pooling, found automatically. A wrong name lists the candidates")
     method: str = option(
         "cam", "--method", metavar="NAME", group=MODEL, explainer=True,
         help=f"{', '.join(f'`{m}`' for m in METHOD_NAMES)}; default `cam` (see Methods in README)")

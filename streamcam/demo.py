@@ -8,7 +8,7 @@ The same helpers make the test videos.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,3 +81,44 @@ def demo_input() -> Iterator[Path]:
         with phase("making the demo clip from scikit-image's photos"):
             clip = make_demo_clip(Path(folder) / "demo-input.mp4")
         yield clip
+
+
+def write_photo_folder(root: Path, names: Sequence[str] = ("chelsea", "coffee", "astronaut"), per_class: int = 30,
+                       sizes: tuple[int, int] = (64, 96), seed: int = 0) -> list[Path]:
+    """An image folder for training (one subfolder per photo, named after it) of ``per_class`` images each.
+
+    Each image, of a random size within ``sizes`` (pixels a side), is a random crop of the photo (40-100 % of
+    its height) pasted at a random place and scale (45-85 % of the image's height) on a plain, noisy or graded
+    background; PNG and JPEG alternate. Returns the class folders.
+    """
+    rng = np.random.default_rng(seed)
+    folders = []
+    for name in names:
+        source, folder = photo(name), root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            height, width = rng.integers(sizes[0], sizes[1] + 1, size=2)
+            canvas = _background(rng, int(height), int(width))
+            crop_h = int(source.shape[0] * rng.uniform(0.4, 1.0))
+            crop_w = min(source.shape[1], int(crop_h * rng.uniform(0.8, 1.3)))
+            y, x = rng.integers(0, source.shape[0] - crop_h + 1), rng.integers(0, source.shape[1] - crop_w + 1)
+            paste_h = max(8, int(height * rng.uniform(0.45, 0.85)))
+            paste_w = min(int(width), max(8, round(crop_w * paste_h / crop_h)))
+            crop = cv2.resize(source[y : y + crop_h, x : x + crop_w], (paste_w, paste_h), interpolation=cv2.INTER_AREA)
+            top, left = rng.integers(0, height - paste_h + 1), rng.integers(0, width - paste_w + 1)
+            canvas[top : top + paste_h, left : left + paste_w] = crop
+            cv2.imwrite(str(folder / f"{name}_{index:03d}.{('png', 'jpg')[index % 2]}"), canvas)
+        folders.append(folder)
+    return folders
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A plain colour, uniform noise around a colour, or a gradient between two colours: H x W x 3 uint8."""
+    kind = rng.integers(3)
+    base = rng.integers(0, 256, size=3)
+    if kind == 0:
+        return np.broadcast_to(base, (height, width, 3)).astype(np.uint8)
+    if kind == 1:
+        return np.clip(base + rng.normal(0, 40, size=(height, width, 3)), 0, 255).astype(np.uint8)
+    ramp = np.linspace(0.0, 1.0, width)[None, :, None]
+    return np.broadcast_to(base * (1 - ramp) + rng.integers(0, 256, size=3) * ramp, (height, width, 3)).astype(np.uint8)

@@ -10,6 +10,9 @@ Names resolve as follows:
 - ``timm:NAME``: any timm model; weights through timm when online, or ``weights=FILE``.
 - any torchvision classification model name (``resnet50``, ``vgg16``...); weights
   through torchvision when online, or ``weights=FILE``.
+- a classifier file written by ``streamcam train`` (:mod:`streamcam.classifier_file`):
+  architecture, head, weights, labels, preprocessing and explained layer, all in one
+  safetensors file.
 - a path to a whole saved model (``torch.save(model)``): only with
   ``trust_model_file=True``, because unpickling it can run any code in the file.
 
@@ -28,6 +31,7 @@ needs the full unpickler is refused unless ``trust_model_file`` says otherwise.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import functools
 import logging
@@ -45,6 +49,7 @@ from torch import nn
 
 from . import hub
 from .anatomy import Anatomy, probe
+from .classifier_file import is_classifier_file, read_classifier
 from .defaults import DEFAULT_MODEL
 from .errors import InputError
 from .labels import IMAGENET_CLASSES, imagenet_labels, read_labels
@@ -91,20 +96,47 @@ def load_model(
             size, mean, std = _timm_preprocessing(module) or (224, IMAGENET_MEAN, IMAGENET_STD)
         else:
             name = str(model)
-            if name == DEFAULT_MODEL:
-                module, (size, mean, std) = _efficientnet_lite0(weights, trust_model_file), (224, (0.5,) * 3, (0.5,) * 3)
-            elif name.startswith("timm:"):
-                module = _timm_model(name[len("timm:"):], weights, trust_model_file)
-                size, mean, std = _timm_preprocessing(module)
-            elif looks_like_file(name):
+            if looks_like_file(name) and (is_classifier_file(name) or Path(name).suffix.lower() == ".safetensors"):
+                return _classifier_model(Path(name), weights, labels)  # (safetensors cannot hold a whole model)
+            if looks_like_file(name):
                 module = _whole_model_file(Path(name), trust_model_file)
                 if weights is not None and weights != RANDOM_WEIGHTS:
                     module = _apply_weights(module, Path(weights), trust_model_file)
                 size, mean, std = _timm_preprocessing(module) or (224, IMAGENET_MEAN, IMAGENET_STD)
             else:
-                module, (size, mean, std) = _torchvision_model(name, weights, trust_model_file)
+                module, (size, mean, std) = _named_model(name, weights, trust_model_file)
+    return _loaded(module, name, labels, size, mean, std)
+
+
+def untrained(name: str) -> nn.Module:
+    """The architecture ``name`` (as :func:`load_model` names it, not a file) with its random
+    initialisation: nothing is downloaded or read."""
+    if looks_like_file(name):
+        raise InputError(f"'{name}' is a file, not an architecture: use {DEFAULT_MODEL}, a torchvision "
+                         f"classifier name or timm:NAME")
+    return _named_model(name, RANDOM_WEIGHTS)[0]
+
+
+def _named_model(name: str, weights: str | Path | None, trust_model_file: bool = False) -> tuple[nn.Module, tuple]:
+    """The architecture ``name`` (the default, ``timm:NAME`` or a torchvision classifier) with ``weights``,
+    and its preprocessing (input size, mean, std)."""
+    if name == DEFAULT_MODEL:
+        return _efficientnet_lite0(weights, trust_model_file), (224, (0.5,) * 3, (0.5,) * 3)
+    if name.startswith("timm:"):
+        module = _timm_model(name[len("timm:"):], weights, trust_model_file)
+        return module, _timm_preprocessing(module)
+    return _torchvision_model(name, weights, trust_model_file)
+
+
+def _loaded(module: nn.Module, name: str, labels: str | Path | list[str] | None, size: int,
+            mean: tuple, std: tuple, layer: str | None = None) -> LoadedModel:
+    """``module`` in eval mode, probed; ``layer``, where a file names it, is the default explained layer."""
     module.eval()
     anatomy = probe(module, int(size))
+    if layer is not None:  # a file's layer wins over the probe's choice, if it is a block the probe saw
+        if anatomy.resolve_layer(layer, name) not in anatomy.blocks:
+            raise InputError(f"its layer {layer} only passes features on (pooling, identity...): name a block")
+        anatomy = dataclasses.replace(anatomy, default_layer=layer)
     return LoadedModel(
         module=module,
         name=name,
@@ -114,6 +146,19 @@ def load_model(
         std=tuple(float(v) for v in std),
         anatomy=anatomy,
     )
+
+
+def _classifier_model(path: Path, weights: str | Path | None, labels: str | Path | list[str] | None) -> LoadedModel:
+    """A classifier file (:mod:`streamcam.classifier_file`): architecture, head, weights, labels,
+    preprocessing and explained layer all come from it (``labels`` may rename the classes)."""
+    if weights is not None:
+        raise InputError(f"{path} holds its own weights: drop --weights")
+    module, info = read_classifier(path)
+    try:
+        return _loaded(module, path.stem, list(info.labels) if labels is None else labels,
+                       info.input_size, info.mean, info.std, info.layer)
+    except InputError as error:  # e.g. a layer the model does not have: the file is to blame
+        raise InputError(f"{path}: {error}") from None
 
 
 # --- the default model ------------------------------------------------------
@@ -281,7 +326,7 @@ def read_checkpoint(path: Path, trust_model_file: bool = False) -> object:
     if not path.is_file():
         raise InputError(f"weights file not found: {path}")
     if path.suffix.lower() == ".safetensors":
-        return _read_safetensors(path)
+        return read_safetensors(path)
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the refusal below says what matters
             warnings.simplefilter("ignore")
@@ -314,7 +359,8 @@ def _needs_unpickler(path: Path, error: Exception) -> str:
             f"add {TRUST_FLAG}")
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (which holds nothing else that could run); InputError if unreadable."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -341,7 +387,11 @@ def _apply_weights(module: nn.Module, path: Path, trust_model_file: bool = False
     content = read_checkpoint(path, trust_model_file)
     if isinstance(content, nn.Module):
         return content
-    state = _unwrap_state_dict(content, path)
+    return fit_weights(module, _unwrap_state_dict(content, path), path)
+
+
+def fit_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> nn.Module:
+    """Load ``state`` (read from ``path``) into ``module``, or name every key that does not fit."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .classifier_file import classifier_metadata, is_classifier_file, stored_labels
 from .defaults import BACKENDS, DEFAULT_OPSET, METHOD_NAMES, OPSETS, PRECISION_NAMES
 from .errors import InputError
 from .labels import class_index, imagenet_labels, read_labels
@@ -64,12 +65,15 @@ def known_labels(model: object, labels: object) -> list[str] | None:
 
     A labels file names them; without one, the default model and every torchvision
     classifier have ImageNet's 1000 (their weights, given or downloaded, must fit
-    that head). A timm model, a model file or a module may have any number.
+    that head), and a classifier file stores its own. A timm model, another model
+    file or a module may have any number.
     """
     if isinstance(labels, str):
         return read_labels(labels)
     if labels is None and isinstance(model, str) and not model.startswith(TIMM_PREFIX) and not looks_like_file(model):
         return list(imagenet_labels())
+    if labels is None and isinstance(model, (str, Path)) and is_classifier_file(model):
+        return stored_labels(model)
     return None
 
 
@@ -77,6 +81,8 @@ def check_model_files(model: object, weights: object) -> None:
     """A model or weights file that is not there (the labels file is read by :func:`known_labels`)."""
     if isinstance(model, (str, Path)) and looks_like_file(str(model)) and not Path(model).is_file():
         raise InputError(f"no such file: {model}")
+    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".safetensors":
+        classifier_metadata(model)  # weights alone, or not safetensors at all: said before torch loads
     if isinstance(weights, (str, Path)) and weights != RANDOM_WEIGHTS and not Path(weights).is_file():
         raise InputError(f"weights file not found: {weights}")
 

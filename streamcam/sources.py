@@ -233,13 +233,14 @@ class ImageSource(Source):
             )
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read an image file as H x W x 3 uint8 BGR (grey, alpha and 16-bit are converted)."""
+def read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Read an image file as H x W x 3 uint8 BGR (grey, alpha and 16-bit are converted); ``flags`` may ask
+    OpenCV for a reduced size instead (``cv2.IMREAD_REDUCED_COLOR_2``, ``_4``, ``_8``)."""
     try:
         data = np.fromfile(path, dtype=np.uint8)  # imdecode also copes with non-ASCII paths
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror or error}") from error
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise InputError(f"{path} is not an image OpenCV can decode")
     return image

@@ -208,10 +208,10 @@ def test_an_existing_report_is_not_replaced_unasked(tmp_path):
 
 
 def test_the_report_file_is_written_whole(tmp_path, monkeypatch):
-    from streamcam.cli import _write_whole
+    from streamcam.atomic import write_whole
 
     target = tmp_path / "report.json"
     target.write_text("old")
-    _write_whole(target, '{"rows": []}\n', replace=True)
+    write_whole(target, '{"rows": []}\n', replace=True)
     assert target.read_text() == '{"rows": []}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary left beside it
