@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import streamcam
 import streamcam.sinks
 import streamcam.sources
 from streamcam.demo import photo
-from streamcam.engine import annotate
 from streamcam.types import Frame
 
-from conftest import (SyntheticSource, count_frames, fake_cameras, make_pan_video, read_video, run_cli,
+from conftest import (count_frames, fake_cameras, make_pan_video, read_video, run_cli,
                       start_streamcam, streamcam_threads)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("headless")]
@@ -283,34 +281,47 @@ def test_a_stage_error_exits_1_from_the_cli(tmp_path, capsys, monkeypatch):
 # --- long runs ----------------------------------------------------------------------
 
 
-def rss_bytes() -> int:
+# Run in a fresh interpreter, so that the memory measured is streamcam's alone: in the test session's process,
+# hundreds of earlier tests (models trained, graphs exported) leave a heap of gigabytes whose RSS moves by tens of
+# megabytes on its own.
+SOAK = """
+import gc, json, os, sys, warnings
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from conftest import SyntheticSource, make_tiny_explainer, streamcam_threads
+from streamcam.engine import annotate
+
+def rss_bytes():
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-
-def tensor_count() -> int:
-    import warnings
-
+def tensor_count():
     with warnings.catch_warnings():  # isinstance() pokes deprecated torch.distributed names
         warnings.simplefilter("ignore")
         return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
 
+explainer = make_tiny_explainer()
+samples, count = {}, 0
+# many small frames, as fast as the pipeline takes them
+source = SyntheticSource(lambda index: np.full((32, 32, 3), index % 256, np.uint8), 10_000, fps=30.0)
+for annotated in annotate(source, explainer, batch=8):
+    count += 1
+    if count in (2_000, 10_000):
+        gc.collect()
+        samples[count] = (rss_bytes(), tensor_count())
+hooks = sum(len(m._forward_hooks) for m in explainer.model.modules())
+print(json.dumps({"count": count, "samples": samples, "hooks": hooks, "threads": len(streamcam_threads())}))
+"""
+
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads RSS from /proc")
-def test_ten_thousand_frames_with_flat_memory(tiny_explainer):
-    model = tiny_explainer.model
-    samples = {}
-    count = 0
-    # many small frames, as fast as the pipeline takes them
-    source = SyntheticSource(lambda index: np.full((32, 32, 3), index % 256, np.uint8), 10_000, fps=30.0)
-    for annotated in annotate(source, tiny_explainer, batch=8):
-        count += 1
-        if count in (2_000, 10_000):
-            gc.collect()
-            samples[count] = (rss_bytes(), tensor_count())
-    assert count == 10_000
-    (rss_early, tensors_early), (rss_late, tensors_late) = samples[2_000], samples[10_000]
+def test_ten_thousand_frames_with_flat_memory():
+    done = subprocess.run([sys.executable, "-c", SOAK, str(Path(__file__).parent)], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["count"] == 10_000
+    (rss_early, tensors_early), (rss_late, tensors_late) = result["samples"]["2000"], result["samples"]["10000"]
     assert rss_late - rss_early < 20 * 2**20  # 8,000 more frames, under 20 MB more
     assert tensors_late <= tensors_early + 5
-    assert all(not m._forward_hooks for m in model.modules())
-    assert not streamcam_threads()
+    assert result["hooks"] == 0 and result["threads"] == 0
