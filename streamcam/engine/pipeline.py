@@ -67,14 +67,15 @@ def annotate(sources: Source | Sequence[Source], explainer: Explainer, batch: in
     Closing the generator (or an exception in the caller) stops every thread, and
     an exception in any of them is re-raised here as a :class:`StageError` naming
     the stage. ``view`` says how to draw (opacity, smoothing, boxes); ``controls``
-    (see :func:`live_controls`) may change the method, class and grid mid-run.
+    (see :func:`live_controls`, which starts them from ``view``) may change the method, class, grid, opacity
+    and boxes mid-run.
     """
     from .render_stage import RenderStage
     from .worker import InferenceWorker
 
     sources = [sources] if isinstance(sources, Source) else list(sources)
     view = view or ViewOptions()
-    controls = controls or live_controls(explainer)
+    controls = controls or live_controls(explainer, view)
     stop = threading.Event()
     failure = Failure(stop)
     buffers = {s.info.source_id: LatestSlot() if s.live else BoundedQueue(2 * batch) for s in sources}
@@ -124,9 +125,12 @@ def annotate(sources: Source | Sequence[Source], explainer: Explainer, batch: in
         join_all(threads, JOIN_TIMEOUT_S)
 
 
-def live_controls(explainer: Explainer) -> LiveControls:
-    """Controls starting from the explainer's state: its method, the top class, the grid if it has layers."""
-    return LiveControls(explainer.available_methods, explainer.method.name, explainer.top_k, bool(explainer.layers))
+def live_controls(explainer: Explainer, view: ViewOptions | None = None) -> LiveControls:
+    """Controls starting from the explainer's state (its method, the top class, the grid if it has layers)
+    and the view's (opacity, boxes drawn)."""
+    view = view or ViewOptions()
+    return LiveControls(explainer.available_methods, explainer.method.name, explainer.top_k, bool(explainer.layers),
+                        view.alpha, view.draw_boxes)
 
 
 def run(source: Any = None, output: str | Path | None = None, **options: Any) -> RunSummary:
@@ -188,7 +192,7 @@ def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes:
     counts: dict[str, int] = {}
     dropped: dict[str, int] = {}
     stopped_by_user = False
-    controls = live_controls(explainer)
+    controls = live_controls(explainer, config.view)
     for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
         if isinstance(sink, WindowSink):
             sink.controls = controls  # its m / c / l keys
