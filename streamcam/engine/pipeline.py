@@ -169,7 +169,8 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
         stack.enter_context(outputs_open())  # from here a Ctrl-C finalises the outputs instead of leaving at once
         with deferred():  # every sink opened is also on the stack, to be closed, before a Ctrl-C lands
             routes = open_routes(plan, [s.info for s in sources], config.display, encoding=config.encoding,
-                                 audio={s.info.source_id: s.audio for s in sources})
+                                 audio={s.info.source_id: s.audio for s in sources}, serve=config.serve,
+                                 token=config.token)
             for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
                 stack.enter_context(sink)
         return _run(config, explainer, sources, routes, stack)
@@ -186,6 +187,7 @@ def _build_explainer(config: RunConfig) -> Explainer:
 def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes: dict[str, list[Sink]],
          stack: contextlib.ExitStack) -> RunSummary:
     """Drain the pipeline into each source's sinks; the caller's ``stack`` closes everything."""
+    from ..serve.sink import ServeSink
     from ..sinks import VideoFileSink, WindowSink
 
     started = time.monotonic()
@@ -194,8 +196,8 @@ def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes:
     stopped_by_user = False
     controls = live_controls(explainer, config.view)
     for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
-        if isinstance(sink, WindowSink):
-            sink.controls = controls  # its m / c / l keys
+        if isinstance(sink, (WindowSink, ServeSink)):
+            sink.controls = controls  # the window's m / c / l keys, the page's controls
     if not any(routes.values()):
         log.warning("no display and no output: frames are explained but neither shown nor saved")
     bar = stack.enter_context(_progress(sources, config.progress))
