@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import threading
@@ -141,7 +142,7 @@ def test_the_page_streams_names_the_class_and_takes_controls(tmp_path, default_e
     assert seen["snapshot"].shape == (240, 320, 3)
     parts = seen["parts"]
     assert all(p.shape == (240, 320, 3) for p in parts)
-    assert any(np.abs(a.astype(int) - b).mean() > 1 for a, b in zip(parts, parts[1:]))  # the video moves
+    assert any(np.abs(a.astype(int) - b).mean() > 1 for a, b in itertools.pairwise(parts))  # the video moves
     methods = [json.loads(line)["method"] for line in records.read_text().splitlines()]
     assert len(methods) == 36 and methods[0] == "cam" and methods[-1] == "gradcam"
     assert methods == sorted(methods, key=lambda m: m == "gradcam")  # one switch, in frame order
@@ -226,6 +227,8 @@ def test_every_route_needs_the_token_when_there_is_one(server):
         assert raw_get(port, target)[0] == 401, target
         assert raw_get(port, target + "?token=wrong-token-000")[0] == 403, target
         assert raw_get(port, target, "Authorization: Bearer wrong-token-000\r\n")[0] == 403, target
+    status, page = raw_get(port, "/?token=right-token-123")
+    assert status == 200 and b'src="static/app.js?token=right-token-123"' in page  # the page's script gets it too
     assert raw_get(port, "/api/state?token=right-token-123")[0] == 200
     assert raw_get(port, "/api/state", "Authorization: Bearer right-token-123\r\n")[0] == 200
     assert raw_get(port, "/snapshot/0.png?token=right-token-123")[0] == 404  # no frame yet

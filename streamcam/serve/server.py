@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import ipaddress
 import json
 import logging
 import re
 import secrets
 import threading
+import urllib.parse
 from importlib import resources
 from typing import Any
 
@@ -174,7 +176,11 @@ class Server:
         return response
 
     async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.files["index.html"], content_type="text/html", charset="utf-8")
+        page = self.files["index.html"]
+        if self.token is not None:  # the script's own request carries the token too (the page's JS adds it to the rest)
+            query = html.escape("?token=" + urllib.parse.quote(self.token, safe=""))
+            page = page.replace(b'src="static/app.js"', f'src="static/app.js{query}"'.encode())
+        return web.Response(body=page, content_type="text/html", charset="utf-8")
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -213,8 +219,8 @@ class Server:
                     await response.write(head.encode() + frame.jpeg + b"\r\n")  # waits for this viewer only
             finally:
                 closing.cancel()
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionError:
+            pass  # the viewer left
         finally:
             self.hub.unsubscribe(viewer)
         return response
