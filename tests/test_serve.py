@@ -285,3 +285,23 @@ def test_a_busy_port_is_one_line(tmp_path):
         busy.listen()
         with pytest.raises(streamcam.InputError, match="cannot serve on 127.0.0.1"):
             ServeSink(f"127.0.0.1:{busy.getsockname()[1]}", ["a"])
+
+
+@pytest.mark.usefixtures("headless")
+def test_the_command_line_serves_beside_the_other_outputs(capsys, tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    clip = make_pan_video(tmp_path / "in.mp4", count=6)
+    tiny = ("--model", "resnet18", "--weights", "random", "--backend", "torch", "--no-display")
+    out, records = tmp_path / "out.mp4", tmp_path / "records.jsonl"
+    code, err = run_cli(capsys, str(clip), "--serve", "127.0.0.1:0", "-o", str(out), "--json", str(records),
+                        *tiny)
+    assert code == 0, err
+    assert "watch it at http://127.0.0.1:" in err and "token" not in err  # loopback: no token needed
+    assert len(records.read_text().splitlines()) == 6 and out.exists()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert_one_line_error(*run_cli(capsys, str(clip), "--serve", f"127.0.0.1:{busy.getsockname()[1]}", *tiny),
+                              "cannot serve on")
+    assert_one_line_error(*run_cli(capsys, str(clip), "--serve", "nowhere"), "HOST:PORT")
