@@ -26,8 +26,9 @@ class LiveControls:
     """The live state of a run: method, explained class index, grid, heatmap opacity, boxes on or off."""
 
     def __init__(self, methods: Sequence[str], method: str, top_k: int, grid: bool, alpha: float = 0.5,
-                 boxes: bool = False) -> None:
+                 boxes: bool = False, grid_available: bool = True) -> None:
         self._lock = threading.Lock()
+        self.grid_available = grid_available  # whether the run has layers to tile
         self.methods = list(methods)
         self.method = method
         self.top_k = top_k
@@ -70,8 +71,11 @@ class LiveControls:
 
     def set_grid(self, on: Any) -> None:
         """Show the multi-layer grid (when the run has layers to show) or the single heatmap."""
+        on = _switch("grid", on)
+        if on and not self.grid_available:
+            raise InputError("this run has no layers to show in a grid (see --layers)")
         with self._lock:
-            self.grid = _switch("grid", on)
+            self.grid = on
 
     def set_alpha(self, alpha: Any) -> None:
         """The heatmap's opacity, 0 (the frame alone) to 1 (the heatmap alone)."""
@@ -95,17 +99,20 @@ class LiveControls:
         if unknown or not changes:
             raise InputError(f"unknown control {', '.join(map(repr, unknown)) or '(none given)'}: "
                              f"the controls are {', '.join(setters)}")
-        trial = LiveControls(self.methods, self.method, self.top_k, self.grid, self.alpha, self.boxes)
+        trial = LiveControls(self.methods, self.method, self.top_k, self.grid, self.alpha, self.boxes,
+                             self.grid_available)
         for name, value in changes.items():  # a copy first: a refused change leaves nothing half-applied
             setters[name].__func__(trial, value)  # type: ignore[attr-defined]
         for name, value in changes.items():
             setters[name](value)
 
     def snapshot(self) -> dict[str, Any]:
-        """The state as plain values: ``{"method", "methods", "class_index", "top_k", "grid", "alpha", "boxes"}``."""
+        """The state as plain values: ``{"method", "methods", "class_index", "top_k", "grid", "grid_available",
+        "alpha", "boxes"}``."""
         with self._lock:
             return {"method": self.method, "methods": list(self.methods), "class_index": self.class_index,
-                    "top_k": self.top_k, "grid": self.grid, "alpha": self.alpha, "boxes": self.boxes}
+                    "top_k": self.top_k, "grid": self.grid, "grid_available": self.grid_available,
+                    "alpha": self.alpha, "boxes": self.boxes}
 
 
 def _switch(name: str, on: Any) -> bool:

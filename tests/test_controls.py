@@ -28,7 +28,7 @@ def test_setters_apply_good_values_and_refuse_bad_ones_with_one_line():
     live.set_alpha(0)
     live.set_boxes(True)
     assert live.snapshot() == {"method": "gradcam", "methods": ["cam", "gradcam"], "class_index": 1, "top_k": 2,
-                               "grid": True, "alpha": 0.0, "boxes": True}
+                               "grid": True, "grid_available": True, "alpha": 0.0, "boxes": True}
     before = live.snapshot()
     for setter, value, words in [(live.set_method, "scorecam", "unknown or unavailable method 'scorecam'"),
                                  (live.set_method, None, "unknown or unavailable method"),
@@ -40,6 +40,14 @@ def test_setters_apply_good_values_and_refuse_bad_ones_with_one_line():
             setter(value)
         assert "\n" not in str(refused.value)
     assert live.snapshot() == before  # nothing refused was applied
+
+
+def test_the_grid_is_refused_where_there_are_no_layers_to_tile():
+    live = LiveControls(["cam"], "cam", top_k=1, grid=False, grid_available=False)
+    with pytest.raises(InputError, match="no layers"):
+        live.set_grid(True)
+    live.set_grid(False)
+    assert live_controls(make_tiny_explainer()).grid_available  # the tiny net's two stages
 
 
 def test_apply_takes_all_changes_or_none():

@@ -130,7 +130,7 @@ def live_controls(explainer: Explainer, view: ViewOptions | None = None) -> Live
     and the view's (opacity, boxes drawn)."""
     view = view or ViewOptions()
     return LiveControls(explainer.available_methods, explainer.method.name, explainer.top_k, bool(explainer.layers),
-                        view.alpha, view.draw_boxes)
+                        view.alpha, view.draw_boxes, grid_available=bool(explainer.grid_layers))
 
 
 def run(source: Any = None, output: str | Path | None = None, **options: Any) -> RunSummary:

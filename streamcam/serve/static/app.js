@@ -44,6 +44,7 @@ function showControls(state) {
   classIndex.replaceChildren(...Array.from({ length: state.top_k },
     (_, i) => new Option(i === 0 ? "top class" : `class ${i + 1}`, i, false, i === state.class_index)));
   $("grid").checked = state.grid;
+  $("grid").parentElement.hidden = !state.grid_available;
   $("alpha").value = state.alpha;
   $("alpha_value").textContent = state.alpha.toFixed(2);
   $("boxes").checked = state.boxes;
