@@ -244,7 +244,7 @@ class ViewOptions:
     """How the pipeline draws and what it measures besides the maps."""
 
     # The defaults are RunConfig's (the options of the same names, declared there once).
-    alpha: float = RunConfig.alpha  # heatmap opacity
+    alpha: float = RunConfig.alpha  # heatmap opacity (alpha and draw_boxes: where the live controls start)
     smooth: float = RunConfig.smooth  # EMA strength over time, 0 = off (see streamcam.smoothing)
     draw_boxes: bool = RunConfig.boxes
     box_threshold: float = RunConfig.box_threshold
@@ -252,7 +252,3 @@ class ViewOptions:
     # Where the heatmap is blended and boxes are thresholded: "device" (torch, on the explainer's device,
     # in the inference worker), "host" (OpenCV, in the render thread) or "auto" (see AUTO_RENDER).
     render: str = RunConfig.render
-
-    @property
-    def boxes_needed(self) -> bool:
-        return self.draw_boxes or self.records
