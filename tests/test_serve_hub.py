@@ -76,6 +76,16 @@ def test_a_viewer_that_leaves_frees_its_slot():
         hub.subscribe(1)
 
 
+def test_fps_is_right_for_frames_that_come_in_bursts(monkeypatch):
+    clock = iter([t + 0.001 * i for t in np.arange(0, 10, 0.32) for i in range(8)])  # 8 frames per 0.32 s
+    monkeypatch.setattr(hub_module.time, "monotonic", lambda: next(clock))
+    hub = FrameHub(["a"])
+    frame = annotated(0)
+    for _ in range(8 * 30):
+        hub.publish(frame)
+    assert hub.stats()[0]["fps"] == pytest.approx(25, rel=0.15)
+
+
 def test_stats_give_the_hud_its_numbers():
     hub = FrameHub(["cam0"])
     assert hub.stats()[0]["frames"] == 0 and hub.latest(0) is None

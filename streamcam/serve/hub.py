@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,9 @@ import numpy as np
 from ..types import AnnotatedFrame
 
 JPEG_QUALITY = 80
-FPS_SMOOTHING = 0.9  # fps = EMA of 1 / (time between frames): fps' = 0.9 fps + 0.1 instant
+# fps = (n - 1) / (t_n - t_1) over the frames of the last FPS_WINDOW_S seconds: right also when frames come in
+# bursts (a batch of 8 rendered at once), where averaging instant rates 1 / dt would not be.
+FPS_WINDOW_S = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +84,7 @@ class SourceStats:
     frame_index: int = -1
     size: tuple[int, int] = (0, 0)  # width, height
     predictions: list[dict[str, Any]] = field(default_factory=list)
-    last_published: float | None = None
+    recent: deque[float] = field(default_factory=deque)  # when the frames of the last FPS_WINDOW_S were published
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "frames": self.frames, "fps": round(self.fps, 2),
@@ -123,10 +126,11 @@ class FrameHub:
 
     @staticmethod
     def _update(stats: SourceStats, annotated: AnnotatedFrame, now: float) -> None:
-        if stats.last_published is not None:
-            instant = 1.0 / max(now - stats.last_published, 1e-6)
-            stats.fps = instant if stats.frames == 1 else FPS_SMOOTHING * stats.fps + (1 - FPS_SMOOTHING) * instant
-        stats.last_published = now
+        stats.recent.append(now)
+        while now - stats.recent[0] > FPS_WINDOW_S:
+            stats.recent.popleft()
+        span = now - stats.recent[0]
+        stats.fps = (len(stats.recent) - 1) / span if span > 0 else 0.0
         stats.frames += 1
         stats.latency = now - annotated.frame.captured_at
         stats.dropped = annotated.dropped
