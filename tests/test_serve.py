@@ -175,7 +175,7 @@ def test_a_stalled_client_does_not_stop_the_run(tmp_path, monkeypatch):
         if stalled.connect_ex(("127.0.0.1", port)) == 0:
             break
         time.sleep(0.1)
-    stalled.sendall(b"GET /stream/0.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    stalled.sendall(f"GET /stream/0.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     time.sleep(0.3)  # the server has subscribed it
     gate.open.set()
     thread.join(60)
@@ -233,6 +233,27 @@ def test_every_route_needs_the_token_when_there_is_one(server):
     assert raw_get(port, "/api/state", "Authorization: Bearer right-token-123\r\n")[0] == 200
     assert raw_get(port, "/snapshot/0.png?token=right-token-123")[0] == 404  # no frame yet
     assert raw_get(port, "/stream/3.mjpg?token=right-token-123")[0] == 404  # no such source
+
+
+def test_without_a_token_only_loopback_names_and_this_pages_websocket_are_served():
+    serving = Server(FrameHub(["a"]), "127.0.0.1", 0)
+    serving.start()
+    port = serving.port
+
+    def status(target: str, host: str, headers: str = "Connection: close\r\n") -> int:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n".encode())
+            return int(raw.recv(65536).split(b" ", 2)[1])
+
+    upgrade = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+    try:
+        assert status("/api/state", f"127.0.0.1:{port}") == 200 and status("/api/state", f"localhost:{port}") == 200
+        assert status("/api/state", "evil.example:8080") == 403  # a DNS-rebinding page names its own host
+        assert status("/ws", f"127.0.0.1:{port}", upgrade + f"Origin: http://127.0.0.1:{port}\r\n") == 101
+        assert status("/ws", f"127.0.0.1:{port}", upgrade + "Origin: https://evil.example\r\n") == 403
+    finally:
+        serving.stop()
 
 
 def test_binding_off_loopback_generates_a_token():

@@ -7,7 +7,8 @@ Its event loop runs in a background thread; the pipeline only ever touches the
 :class:`~streamcam.serve.hub.FrameHub`, whose publishing never waits for a viewer.
 
 Routes (every one needs the token when there is one: ``?token=`` or ``Authorization: Bearer``;
-missing 401, wrong 403):
+missing 401, wrong 403; without a token, the Host header must be a loopback name; a WebSocket's Origin,
+when sent, must be this server):
 
 - ``GET /``: the page; ``GET /static/NAME``: a file of the package's ``serve/static`` folder, nothing else.
 - ``GET /stream/I.mjpg``: source I as ``multipart/x-mixed-replace`` JPEG parts, from the viewer's own slot.
@@ -60,6 +61,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _hostname(host: str) -> str:
+    """``127.0.0.1:8080`` -> ``127.0.0.1``, ``[::1]:8080`` -> ``::1``."""
+    return urllib.parse.urlsplit("//" + host).hostname or ""
 
 
 def static_files() -> dict[str, bytes]:
@@ -161,7 +167,16 @@ class Server:
 
     @web.middleware
     async def _authorised(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Every route needs the token, when there is one: 401 without it, 403 with a wrong one."""
+        """Every route needs the token, when there is one: 401 without it, 403 with a wrong one.
+
+        Without one (loopback), the request must name a loopback host (a DNS-rebinding page names its own),
+        and a WebSocket must come from this server's own page (another site's script would send its Origin).
+        """
+        if self.token is None and not is_loopback(_hostname(request.host)):
+            raise web.HTTPForbidden(text="ask for this server as 127.0.0.1 or localhost")
+        origin = request.headers.get("Origin")
+        if request.path == "/ws" and origin is not None and urllib.parse.urlsplit(origin).netloc != request.host:
+            raise web.HTTPForbidden(text="a WebSocket from another site's page")
         if self.token is not None:
             given = request.query.get("token")
             header = request.headers.get("Authorization", "")
