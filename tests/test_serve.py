@@ -326,3 +326,33 @@ def test_the_command_line_serves_beside_the_other_outputs(capsys, tmp_path):
         assert_one_line_error(*run_cli(capsys, str(clip), "--serve", f"127.0.0.1:{busy.getsockname()[1]}", *tiny),
                               "cannot serve on")
     assert_one_line_error(*run_cli(capsys, str(clip), "--serve", "nowhere"), "HOST:PORT")
+
+
+def test_several_sources_each_get_a_stream(tmp_path, monkeypatch):
+    a = make_pan_video(tmp_path / "a.mp4", count=10, size=(320, 240))
+    b = make_pan_video(tmp_path / "b.mp4", count=10, size=(256, 144))
+    port = free_port()
+    gate = Gate(monkeypatch, pace=0.02)
+    thread, out = run_in_thread(source=[a, b], display=False, explainer=make_tiny_explainer(),
+                                serve=f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}/"
+    seen = {}
+
+    async def client() -> None:
+        async with aiohttp.ClientSession() as session:
+            await wait_for_server(session, base)
+            async with session.get(base + "api/state") as state:
+                seen["names"] = [s["name"] for s in (await state.json())["sources"]]
+            streams = [await session.get(base + f"stream/{i}.mjpg") for i in (0, 1)]
+            gate.open.set()
+            for index, stream in enumerate(streams):
+                body = b""
+                while not jpeg_parts(body) and (chunk := await stream.content.read(65536)):
+                    body += chunk
+                seen[index] = jpeg_parts(body)[0].shape
+                stream.close()
+
+    asyncio.run(asyncio.wait_for(client(), 60))
+    thread.join(60)
+    assert "error" not in out and out["summary"].frames == 20
+    assert seen["names"] == [str(a), str(b)] and seen[0] == (240, 320, 3) and seen[1] == (144, 256, 3)
