@@ -23,7 +23,9 @@ from .options import (
     check_alpha,
     check_batch,
     check_box_threshold,
+    check_serve,
     check_smooth,
+    check_token,
     check_top_k,
     check_values,
     check_webcams,
@@ -178,6 +180,15 @@ class RunConfig:
         help="bits per second (`4M`, `800k`) instead of `--crf`")
     audio: bool = option(
         True, "--no-audio", sets=False, group=VIDEO, help="leave the input's sound out of the video file")
+    serve: str | None = option(
+        None, "--serve", metavar="HOST:PORT", const="127.0.0.1:8080", group=VIEW, check=check_serve,
+        help="watch the run in a browser at http://HOST:PORT (alone: `127.0.0.1:8080`): the annotated video of "
+             "each source, the predictions, fps, latency and drops, and live controls (method, class, grid, "
+             "opacity, boxes); any address but loopback needs a token (`--token`, else one is generated and "
+             "printed)")
+    token: str | None = option(
+        None, "--token", metavar="TOKEN", group=VIEW, check=check_token,
+        help="the token every request to `--serve` must carry (`?token=` or `Authorization: Bearer`)")
     progress: bool = False  # a tqdm bar for inputs of known length
 
     def __post_init__(self) -> None:
@@ -186,6 +197,8 @@ class RunConfig:
             if isinstance(value, Path):
                 object.__setattr__(self, name, str(value))
         check_values(self)  # each option's own check: --batch 1 to 1024, --top-k at least 1, ...
+        if self.token is not None and self.serve is None:
+            raise InputError("--token goes with --serve")
         self.encoding  # checks the codec, crf and bitrate
         check_run_options(self)  # method, model name, class...: every check that needs no torch
 
@@ -231,7 +244,7 @@ class ViewOptions:
     """How the pipeline draws and what it measures besides the maps."""
 
     # The defaults are RunConfig's (the options of the same names, declared there once).
-    alpha: float = RunConfig.alpha  # heatmap opacity
+    alpha: float = RunConfig.alpha  # heatmap opacity (alpha and draw_boxes: where the live controls start)
     smooth: float = RunConfig.smooth  # EMA strength over time, 0 = off (see streamcam.smoothing)
     draw_boxes: bool = RunConfig.boxes
     box_threshold: float = RunConfig.box_threshold
@@ -239,7 +252,3 @@ class ViewOptions:
     # Where the heatmap is blended and boxes are thresholded: "device" (torch, on the explainer's device,
     # in the inference worker), "host" (OpenCV, in the render thread) or "auto" (see AUTO_RENDER).
     render: str = RunConfig.render
-
-    @property
-    def boxes_needed(self) -> bool:
-        return self.draw_boxes or self.records

@@ -16,6 +16,7 @@ from these declarations.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ class Option:
     group: str | None = None  # the --help section; None: the command's own options
     check: Callable[[Any], None] | None = None  # raises InputError for a bad value
     explainer: bool = False  # an argument of streamcam.Explainer, under the field's name
+    const: Any = None  # not None: the flag may also come without a value, which then is this
 
     @property
     def on_command_line(self) -> bool:
@@ -49,15 +51,16 @@ class Option:
 def option(default: T, *flags: str, help: str | None = None, metavar: str | None = None,
            parse: Callable[[str], Any] | None = None, choices: Sequence[str] | None = None, sets: Any = TAKES_VALUE,
            repeat: bool = False, group: str | None = None, check: Callable[[Any], None] | None = None,
-           explainer: bool = False) -> T:
+           explainer: bool = False, const: Any = None) -> T:
     """A dataclass field with its ``default`` and what :class:`Option` says about it.
 
     ``flags`` as argparse takes them (``"-o", "--output"``); with ``help`` but no
     flags, the field is the command's positional arguments (any number). Without
-    ``help`` the field is not on the command line.
+    ``help`` the field is not on the command line. With ``const``, the flag's value
+    is optional (``--serve`` alone means ``--serve 127.0.0.1:8080``).
     """
     spec = Option(flags, help=help, metavar=metavar, parse=parse, choices=tuple(choices) if choices else None,
-                  sets=sets, repeat=repeat, group=group, check=check, explainer=explainer)
+                  sets=sets, repeat=repeat, group=group, check=check, explainer=explainer, const=const)
     return field(default=default, metadata={"option": spec})  # type: ignore[return-value]
 
 
@@ -112,9 +115,10 @@ def _add(parser: Any, item: Field, spec: Option) -> argparse.Action:
     if spec.sets is not TAKES_VALUE:
         return parser.add_argument(*spec.flags, action="store_const", const=spec.sets, default=item.default,
                                    dest=item.name, help=spec.help)
+    optional = {"nargs": "?", "const": spec.const} if spec.const is not None else {}
     return parser.add_argument(*spec.flags, action="append" if spec.repeat else "store", dest=item.name,
                                default=list(item.default) if spec.repeat else item.default, type=spec.parse,
-                               choices=spec.choices, metavar=spec.metavar, help=spec.help)
+                               choices=spec.choices, metavar=spec.metavar, help=spec.help, **optional)
 
 
 def parsed(args: argparse.Namespace, config: type) -> dict[str, Any]:
@@ -153,6 +157,29 @@ def check_smooth(value: float) -> None:
 def check_webcams(indices: Sequence[int]) -> None:
     if any(index < 0 for index in indices):
         raise InputError(f"--webcam takes a camera index (0, 1, ...), not {min(indices)}")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6), or a bare ``PORT`` on loopback -> (host, port); port 0: any free one."""
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host, port = "127.0.0.1", text
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InputError(f"--serve takes HOST:PORT (e.g. 127.0.0.1:8080, 0.0.0.0:8080), not {text!r}")
+    return host, int(port)
+
+
+def check_serve(address: str | None) -> None:
+    if address is not None:
+        parse_address(address)
+        if importlib.util.find_spec("aiohttp") is None:
+            raise InputError("--serve needs aiohttp: pip install 'streamcam[serve]'")
+
+
+def check_token(token: str | None) -> None:
+    if token is not None and (len(token) < 8 or not token.isprintable() or " " in token):
+        raise InputError("--token must be at least 8 printable characters without spaces")
 
 
 def parse_bitrate(text: str) -> int:

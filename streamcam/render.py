@@ -35,9 +35,13 @@ class HeatmapOverlay:
     :mod:`streamcam.config`), never the device's type: both compute the same formula.
     """
 
-    def __init__(self, alpha: float, device: torch.device) -> None:
+    def __init__(self, alpha: float, device: torch.device, table: torch.Tensor | None = None) -> None:
         self.alpha = alpha
-        self.table = torch.from_numpy(jet_table()).to(device)
+        self.table = torch.from_numpy(jet_table()).to(device) if table is None else table
+
+    def at(self, alpha: float) -> HeatmapOverlay:
+        """This overlay with opacity ``alpha`` (itself when unchanged; else sharing its colour table)."""
+        return self if alpha == self.alpha else HeatmapOverlay(alpha, self.table.device, self.table)
 
     def blend_device(self, images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 frames and (B, h, w) maps in [0, 1] -> (B, H, W, 3) uint8 overlays, on their device.

@@ -325,10 +325,12 @@ def display_available() -> bool:
 
 def open_routes(plan: OutputPlan, infos: Sequence[VideoInfo], display: bool | None = None,
                 encoding: EncoderSettings | None = None,
-                audio: Mapping[str, AudioTrack | None] | None = None) -> dict[str, list[Sink]]:
+                audio: Mapping[str, AudioTrack | None] | None = None, serve: str | None = None,
+                token: str | None = None) -> dict[str, list[Sink]]:
     """The sinks of a checked :class:`~streamcam.plan.OutputPlan`: each source's own video file
     (``encoding``, with the source's ``audio``), image folder or JSON lines, the shared JSON lines,
-    and the window (shared, tiled) unless ``display`` is False. The caller closes every sink, also
+    the window (shared, tiled) unless ``display`` is False, and the browser view at ``serve``
+    (``HOST:PORT``, with ``token``: see :mod:`streamcam.serve`). The caller closes every sink, also
     when this raises halfway.
     """
     audio = audio or {}
@@ -359,6 +361,10 @@ def open_routes(plan: OutputPlan, infos: Sequence[VideoInfo], display: bool | No
                 shared.append(_opened(WindowSink(title), opened))  # the run gives it its live controls
             else:
                 log.warning("no display: the live window is off")
+        if serve is not None:
+            from .serve.sink import ServeSink
+
+            shared.append(_opened(ServeSink(serve, [info.source_id for info in infos], token), opened))
         for sinks in routes.values():
             sinks.extend(shared)
     except BaseException:

@@ -98,13 +98,14 @@ def test_a_dominant_blob_among_specks_is_boxed():
 
 
 def explained_batch(maps: np.ndarray, image: np.ndarray) -> ExplainedBatch:
-    """One frame explained for two classes with the given (1, 2, h, w) maps, as the worker hands it on."""
+    """One frame explained for two classes with the given (1, 2, h, w) maps, as the worker hands it on
+    (opacity 0: the overlay is the frame itself; boxes drawn)."""
     frame = Frame(0, 0.0, 0.0, image, "test")
     result = HostExplanation(class_ids=np.array([[1, 2]]), scores=np.array([[0.6, 0.3]], np.float32),
                              labels=[["flat", "blob"]], maps=maps.astype(np.float32), method="cam", layer="x",
                              layer_maps={}, layer_methods={}, frame_sizes=(image.shape[:2],), box_threshold=0.2,
                              engine="torch")
-    return ExplainedBatch(frames=(frame,), result=result, class_index=0)
+    return ExplainedBatch(frames=(frame,), result=result, class_index=0, alpha=0.0, draw_boxes=True, boxes_needed=True)
 
 
 def test_no_box_is_null_in_the_records_and_not_drawn(tmp_path):

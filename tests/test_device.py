@@ -99,7 +99,7 @@ def test_render_choice_is_made_by_name():
 @pytest.mark.parametrize("render, finished_here", [("device", True), ("host", False), ("auto", False)])
 def test_the_worker_finishes_frames_where_render_says(default_explainer, cat, render, finished_here):
     view = ViewOptions(draw_boxes=True, render=render)
-    worker = InferenceWorker(default_explainer, view, live_controls(default_explainer))
+    worker = InferenceWorker(default_explainer, view, live_controls(default_explainer, view))
     batch = worker.explain([Frame(i, 0.0, 0.0, cat, "cat") for i in range(2)])
     result = batch.result
     assert (result.overlays is not None) == finished_here and (result.masks is not None) == finished_here

@@ -289,12 +289,13 @@ def test_live_controls_switch_method_class_and_grid_without_losing_frames():
     from streamcam.engine.pipeline import live_controls
 
     ex = make_tiny_explainer(seed=7, top_k=2)
-    controls = live_controls(ex)
+    view = ViewOptions(alpha=0.0)
+    controls = live_controls(ex, view)
     assert controls.methods[:2] == ["cam", "gradcam"] and not controls.grid
     seen = []
     source = SyntheticSource(pattern, 60, name="pattern")
     # alpha 0: the overlay is the frame itself, so the grid shows as copies of the white block
-    for annotated in annotate(source, ex, batch=2, view=ViewOptions(alpha=0.0), controls=controls):
+    for annotated in annotate(source, ex, batch=2, view=view, controls=controls):
         seen.append(annotated)
         if annotated.frame.index == 10:
             assert controls.press("m") and controls.press("l")

@@ -67,14 +67,15 @@ def annotate(sources: Source | Sequence[Source], explainer: Explainer, batch: in
     Closing the generator (or an exception in the caller) stops every thread, and
     an exception in any of them is re-raised here as a :class:`StageError` naming
     the stage. ``view`` says how to draw (opacity, smoothing, boxes); ``controls``
-    (see :func:`live_controls`) may change the method, class and grid mid-run.
+    (see :func:`live_controls`, which starts them from ``view``) may change the method, class, grid, opacity
+    and boxes mid-run.
     """
     from .render_stage import RenderStage
     from .worker import InferenceWorker
 
     sources = [sources] if isinstance(sources, Source) else list(sources)
     view = view or ViewOptions()
-    controls = controls or live_controls(explainer)
+    controls = controls or live_controls(explainer, view)
     stop = threading.Event()
     failure = Failure(stop)
     buffers = {s.info.source_id: LatestSlot() if s.live else BoundedQueue(2 * batch) for s in sources}
@@ -124,9 +125,12 @@ def annotate(sources: Source | Sequence[Source], explainer: Explainer, batch: in
         join_all(threads, JOIN_TIMEOUT_S)
 
 
-def live_controls(explainer: Explainer) -> LiveControls:
-    """Controls starting from the explainer's state: its method, the top class, the grid if it has layers."""
-    return LiveControls(explainer.available_methods, explainer.method.name, explainer.top_k, bool(explainer.layers))
+def live_controls(explainer: Explainer, view: ViewOptions | None = None) -> LiveControls:
+    """Controls starting from the explainer's state (its method, the top class, the grid if it has layers)
+    and the view's (opacity, boxes drawn)."""
+    view = view or ViewOptions()
+    return LiveControls(explainer.available_methods, explainer.method.name, explainer.top_k, bool(explainer.layers),
+                        view.alpha, view.draw_boxes, grid_available=bool(explainer.grid_layers))
 
 
 def run(source: Any = None, output: str | Path | None = None, **options: Any) -> RunSummary:
@@ -165,7 +169,8 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
         stack.enter_context(outputs_open())  # from here a Ctrl-C finalises the outputs instead of leaving at once
         with deferred():  # every sink opened is also on the stack, to be closed, before a Ctrl-C lands
             routes = open_routes(plan, [s.info for s in sources], config.display, encoding=config.encoding,
-                                 audio={s.info.source_id: s.audio for s in sources})
+                                 audio={s.info.source_id: s.audio for s in sources}, serve=config.serve,
+                                 token=config.token)
             for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
                 stack.enter_context(sink)
         return _run(config, explainer, sources, routes, stack)
@@ -182,16 +187,17 @@ def _build_explainer(config: RunConfig) -> Explainer:
 def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes: dict[str, list[Sink]],
          stack: contextlib.ExitStack) -> RunSummary:
     """Drain the pipeline into each source's sinks; the caller's ``stack`` closes everything."""
+    from ..serve.sink import ServeSink
     from ..sinks import VideoFileSink, WindowSink
 
     started = time.monotonic()
     counts: dict[str, int] = {}
     dropped: dict[str, int] = {}
     stopped_by_user = False
-    controls = live_controls(explainer)
+    controls = live_controls(explainer, config.view)
     for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
-        if isinstance(sink, WindowSink):
-            sink.controls = controls  # its m / c / l keys
+        if isinstance(sink, (WindowSink, ServeSink)):
+            sink.controls = controls  # the window's m / c / l keys, the page's controls
     if not any(routes.values()):
         log.warning("no display and no output: frames are explained but neither shown nor saved")
     bar = stack.enter_context(_progress(sources, config.progress))

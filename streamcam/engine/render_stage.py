@@ -42,18 +42,19 @@ class RenderStage:
     def render(self, batch: ExplainedBatch) -> list[AnnotatedFrame]:
         rendered = []
         result, chosen = batch.result, batch.class_index
+        overlay = self.overlay.at(batch.alpha)  # the live controls' opacity and boxes, as read for this batch
         for i, frame in enumerate(batch.frames):
-            predictions = result.predictions(i, boxes=self.view.boxes_needed)
+            predictions = result.predictions(i, boxes=batch.boxes_needed)
             if result.layer_maps:  # the grid's first tile lists the predictions; its tiles are not in frame pixels
                 tiles = [
                     Tile(layer, maps[i, chosen], _stand_in(result.layer_methods[layer], result.method))
                     for layer, maps in result.layer_maps.items()
                 ]
-                image = layer_grid(frame.image, tiles, self.overlay, predictions, chosen)
+                image = layer_grid(frame.image, tiles, overlay, predictions, chosen)
             else:  # blended on the device already (render="device"), or here
                 image = (result.overlays[i] if result.overlays is not None
-                         else self.overlay.blend_host(frame.image, result.maps[i, chosen]))
-                if self.view.draw_boxes:
+                         else overlay.blend_host(frame.image, result.maps[i, chosen]))
+                if batch.draw_boxes:
                     draw_boxes(image, predictions)
                 draw_predictions(image, predictions, chosen)
             rendered.append(

@@ -19,11 +19,15 @@ from .batcher import Muxer
 @dataclass(frozen=True, eq=False)
 class ExplainedBatch:
     """One explained batch on its way to the render stage: its frames, their results on the host, and
-    which of the k explained classes the overlay shows."""
+    which of the k explained classes the overlay shows, at which opacity, and whether boxes are drawn
+    (the live controls as the worker read them for this batch: one batch, one state)."""
 
     frames: tuple[Frame, ...]
     result: HostExplanation
     class_index: int
+    alpha: float
+    draw_boxes: bool
+    boxes_needed: bool  # drawn, or wanted by the records
 
 
 def batches_by_size(frames: list[Frame]) -> list[list[Frame]]:
@@ -77,19 +81,20 @@ class InferenceWorker:
             outbox.close(stop)
 
     def explain(self, frames: list[Frame]) -> ExplainedBatch:
-        """Explain one batch of same-sized frames with the live controls' method, class and grid."""
+        """Explain one batch of same-sized frames with the live controls' method, class, grid, opacity and boxes."""
         ex, controls = self.explainer, self.controls
         if controls.method != ex.method.name:
             ex.set_method(controls.method)
-        grid = controls.grid
+        grid, alpha, draw_boxes = controls.grid, controls.alpha, controls.boxes
+        boxes_needed = draw_boxes or self.view.records
         class_index = min(controls.class_index, ex.top_k - 1) if ex.target_class is None else 0
         result = self._smoothed(ex.explain([f.image for f in frames], layers=ex.grid_layers if grid else []), frames)
         host = result.to_host(
-            overlay=self.overlay if not grid else None,  # the grid is tiled on the host
+            overlay=self.overlay.at(alpha) if self.overlay is not None and not grid else None,  # grids: on the host
             explained=class_index,
-            box_masks=self.render == "device" and self.view.boxes_needed,
+            box_masks=self.render == "device" and boxes_needed,
         )
-        return ExplainedBatch(tuple(frames), host, class_index)
+        return ExplainedBatch(tuple(frames), host, class_index, alpha, draw_boxes, boxes_needed)
 
     def _smoothed(self, result: Explanation, frames: list[Frame]) -> Explanation:
         """The maps smoothed over time (``--smooth``), boxed at the view's threshold."""

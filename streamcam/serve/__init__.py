@@ -1,0 +1,7 @@
+"""Watching a run from a browser (``--serve``): the frame hub, its sink and the web server.
+
+:mod:`.hub` encodes each annotated frame once and keeps a latest-frame slot per
+viewer; :mod:`.sink` feeds it from the pipeline; :mod:`.server` (aiohttp) serves
+the page, the MJPEG streams, snapshots, the state and a WebSocket of records and
+controls.
+"""

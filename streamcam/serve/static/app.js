@@ -1,0 +1,82 @@
+// The streamcam page: one MJPEG <img> per source, and a WebSocket for records (HUD, predictions) and controls.
+"use strict";
+
+const token = new URLSearchParams(location.search).get("token");
+const withToken = (path) => (token ? `${path}?token=${encodeURIComponent(token)}` : path);
+const $ = (id) => document.getElementById(id);
+let controls = null; // the run's live controls, as the server last said
+let tiles = [];
+
+function addSources(sources) {
+  const main = $("sources");
+  main.replaceChildren();
+  tiles = sources.map((source, index) => {
+    const tile = $("source").content.firstElementChild.cloneNode(true);
+    tile.querySelector(".name").textContent = source.name;
+    tile.querySelector(".video").src = withToken(`stream/${index}.mjpg`);
+    tile.querySelector(".snapshot").href = withToken(`snapshot/${index}.png`);
+    main.append(tile);
+    return tile;
+  });
+}
+
+function showRecord(record) {
+  const tile = tiles[record.source];
+  if (!tile) return;
+  tile.querySelector(".hud").textContent =
+    `${record.method} | ${record.engine} · ${record.fps.toFixed(1)} fps · ${record.latency_ms.toFixed(0)} ms · ` +
+    `${record.dropped} dropped · frame ${record.frame}`;
+  const explained = controls ? controls.class_index : 0;
+  tile.querySelector(".predictions").replaceChildren(...record.predictions.map((p, i) => {
+    const item = document.createElement("li");
+    item.textContent = `${p.label}  ${(100 * p.score).toFixed(1)} %`;
+    item.dataset.classId = p.class_id;
+    if (i === explained) item.className = "explained";
+    return item;
+  }));
+}
+
+function showControls(state) {
+  controls = state;
+  const method = $("method");
+  method.replaceChildren(...state.methods.map((name) => new Option(name, name, false, name === state.method)));
+  const classIndex = $("class_index");
+  classIndex.replaceChildren(...Array.from({ length: state.top_k },
+    (_, i) => new Option(i === 0 ? "top class" : `class ${i + 1}`, i, false, i === state.class_index)));
+  $("grid").checked = state.grid;
+  $("grid").parentElement.hidden = !state.grid_available;
+  $("alpha").value = state.alpha;
+  $("alpha_value").textContent = state.alpha.toFixed(2);
+  $("boxes").checked = state.boxes;
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}${withToken(location.pathname.replace(/[^/]*$/, "") + "ws")}`);
+  const send = (message) => socket.readyState === WebSocket.OPEN && socket.send(JSON.stringify(message));
+  $("method").onchange = (e) => send({ method: e.target.value });
+  $("class_index").onchange = (e) => send({ class_index: Number(e.target.value) });
+  $("grid").onchange = (e) => send({ grid: e.target.checked });
+  $("alpha").oninput = (e) => send({ alpha: Number(e.target.value) });
+  $("boxes").onchange = (e) => send({ boxes: e.target.checked });
+  socket.onopen = () => { $("status").textContent = "live"; };
+  socket.onclose = () => { $("status").textContent = "disconnected: the run has ended or the server is gone"; };
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "state") {
+      addSources(message.sources);
+      if (message.controls) showControls(message.controls);
+      else $("controls").hidden = true;
+      message.sources.forEach((source, index) => source.frames && showRecord({ source: index, ...source }));
+    } else if (message.type === "record") {
+      showRecord(message);
+    } else if (message.type === "controls") {
+      $("error").textContent = "";
+      showControls(message);
+    } else if (message.type === "error") {
+      $("error").textContent = message.message;
+    }
+  };
+}
+
+connect();
