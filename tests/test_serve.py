@@ -356,3 +356,15 @@ def test_several_sources_each_get_a_stream(tmp_path, monkeypatch):
     thread.join(60)
     assert "error" not in out and out["summary"].frames == 20
     assert seen["names"] == [str(a), str(b)] and seen[0] == (240, 320, 3) and seen[1] == (144, 256, 3)
+
+
+def test_serve_without_its_extra_is_one_line(monkeypatch):
+    import importlib.util
+
+    from streamcam.config import RunConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp" else real(name, *a))
+    with pytest.raises(streamcam.InputError, match=r"pip install 'streamcam\[serve\]'"):
+        RunConfig(inputs=("in.mp4",), serve="127.0.0.1:8080")
+    RunConfig(inputs=("in.mp4",))  # the core needs no web server
