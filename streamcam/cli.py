@@ -275,8 +275,7 @@ def _train(args: argparse.Namespace) -> int:
 
     command = TrainCommand(data=args.data, **parsed(args, TrainCommand))
     command.check()  # before torch loads
-    training = {name: value for name, value in parsed(args, TrainOptions).items()}
-    result = run_training(command, {**training, "progress": _is_terminal(sys.stderr)})
+    result = run_training(command, {**parsed(args, TrainOptions), "progress": _is_terminal(sys.stderr)})
     if result.interrupted:
         where = f"the best epoch so far ({result.best.epoch}) is saved in {command.model_file}" if result.best else \
             "no epoch finished: nothing was saved"

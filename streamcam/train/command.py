@@ -4,7 +4,7 @@ training, one model file (saved at every best epoch), its report, and with ``--e
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,7 +119,7 @@ def run_training(command: TrainCommand, training: dict) -> TrainResult:
         record = {"epoch": stats.epoch, "val_loss": round(stats.val_loss, 5), "val_acc": round(stats.val_acc, 5),
                   "classes": len(split.classes), "train_images": len(split.train), "val_images": len(split.val),
                   "data": Path(command.data).resolve().name}
-        save_classifier(path, trained, ClassifierInfo(**{**_fields(info), "training": record}))
+        save_classifier(path, trained, replace(info, training=record))
 
     with interrupts.outputs_open():  # from here a signal stops training and keeps the best epoch, saved
         result = train_classifier(model, head_params, stages, split, options, on_best=save_best)
@@ -154,7 +154,3 @@ def _report(command: TrainCommand, split, device: str) -> None:
     with Explainer(model=str(command.model_file), device=device, backend="torch") as explainer:
         write_report(command.report_file, explainer, samples, list(split.classes), max_images=REPORT_IMAGES)
     log.info("report: %s", command.report_file)
-
-
-def _fields(instance: object) -> dict:
-    return {item.name: getattr(instance, item.name) for item in fields(instance)}
