@@ -416,6 +416,7 @@ def serving(base: str, params: str = "") -> bool:
 
 def test_headless_chromium_shows_live_frames_the_class_and_switches_the_method(tmp_path, default_explainer,
                                                                                monkeypatch, chromium):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -432,15 +433,29 @@ def test_headless_chromium_shows_live_frames_the_class_and_switches_the_method(t
     predictions = wait_until(lambda: [e.text for e in chromium.find_elements(By.CSS_SELECTOR, ".predictions li")],
                              what="the predictions")
     assert predictions[0].startswith("Egyptian cat"), predictions
-    video = chromium.find_element(By.CSS_SELECTOR, ".source img.video")
-    wait_until(lambda: chromium.execute_script("return arguments[0].naturalWidth", video) == 320,
-               what="a decoded frame")
-    first = video.screenshot_as_png
-    assert wait_until(lambda: video.screenshot_as_png != first, seconds=20, what="the video to change")
+    # The page rebuilds its tiles on each "state" message: find them afresh on every look.
+    def video():
+        return chromium.find_element(By.CSS_SELECTOR, ".source img.video")
+
+    def shot() -> bytes | None:
+        try:
+            return video().screenshot_as_png if chromium.execute_script(
+                "return arguments[0].naturalWidth", video()) == 320 else None
+        except StaleElementReferenceException:
+            return None
+
+    first = wait_until(shot, what="a decoded frame")
+    assert wait_until(lambda: (s := shot()) is not None and s != first, seconds=20, what="the video to change")
 
     Select(chromium.find_element(By.ID, "method")).select_by_value("gradcam")
-    hud = chromium.find_element(By.CSS_SELECTOR, ".source .hud")
-    wait_until(lambda: hud.text.startswith("gradcam"), seconds=30, what="gradcam in the page's HUD")
+
+    def hud() -> str:
+        try:
+            return chromium.find_element(By.CSS_SELECTOR, ".source .hud").text
+        except StaleElementReferenceException:
+            return ""
+
+    wait_until(lambda: hud().startswith("gradcam"), seconds=30, what="gradcam in the page's HUD")
     thread.join(120)
     assert "error" not in out, out.get("error")
     methods = [json.loads(line)["method"] for line in records.read_text().splitlines()]
