@@ -368,3 +368,114 @@ def test_serve_without_its_extra_is_one_line(monkeypatch):
     with pytest.raises(streamcam.InputError, match=r"pip install 'streamcam\[serve\]'"):
         RunConfig(inputs=("in.mp4",), serve="127.0.0.1:8080")
     RunConfig(inputs=("in.mp4",))  # the core needs no web server
+
+
+# --- the page in a real browser: Debian's chromium + chromium-driver, driven by Selenium ---------------------
+
+
+@pytest.fixture
+def chromium():
+    """Headless Chromium (the system's binary and driver; nothing downloaded)."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if binary is None or driver is None:
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,900"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+def wait_until(condition, seconds: float = 60.0, what: str = "") -> object:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def serving(base: str, params: str = "") -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(base + "api/state" + params, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_headless_chromium_shows_live_frames_the_class_and_switches_the_method(tmp_path, default_explainer,
+                                                                               monkeypatch, chromium):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    clip = make_pan_video(tmp_path / "in.mp4", count=60, size=(320, 240))
+    port, records = free_port(), tmp_path / "records.jsonl"
+    gate = Gate(monkeypatch, pace=0.1)  # about 6 s of frames: the browser acts mid-run
+    thread, out = run_in_thread(source=clip, display=False, explainer=default_explainer, batch=2, json=records,
+                                serve=f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}/"
+    wait_until(lambda: serving(base), what="the server")
+    chromium.get(base)
+    wait_until(lambda: chromium.find_elements(By.CSS_SELECTOR, ".source img.video"), what="the video tile")
+    gate.open.set()
+    predictions = wait_until(lambda: [e.text for e in chromium.find_elements(By.CSS_SELECTOR, ".predictions li")],
+                             what="the predictions")
+    assert predictions[0].startswith("Egyptian cat"), predictions
+    # The page rebuilds its tiles on each "state" message: find them afresh on every look.
+    def video():
+        return chromium.find_element(By.CSS_SELECTOR, ".source img.video")
+
+    def shot() -> bytes | None:
+        try:
+            return video().screenshot_as_png if chromium.execute_script(
+                "return arguments[0].naturalWidth", video()) == 320 else None
+        except StaleElementReferenceException:
+            return None
+
+    first = wait_until(shot, what="a decoded frame")
+    assert wait_until(lambda: (s := shot()) is not None and s != first, seconds=20, what="the video to change")
+
+    Select(chromium.find_element(By.ID, "method")).select_by_value("gradcam")
+
+    def hud() -> str:
+        try:
+            return chromium.find_element(By.CSS_SELECTOR, ".source .hud").text
+        except StaleElementReferenceException:
+            return ""
+
+    wait_until(lambda: hud().startswith("gradcam"), seconds=30, what="gradcam in the page's HUD")
+    thread.join(120)
+    assert "error" not in out, out.get("error")
+    methods = [json.loads(line)["method"] for line in records.read_text().splitlines()]
+    assert methods[0] == "cam" and methods[-1] == "gradcam" and len(methods) == 60
+
+
+def test_headless_chromium_gets_nothing_without_the_token(tmp_path, chromium):
+    from selenium.webdriver.common.by import By
+
+    hub = FrameHub(["a"])
+    server = Server(hub, "127.0.0.1", 0, token="secret-token")
+    server.start()
+    try:
+        base = server.url.split("?")[0]
+        base = base if base.endswith("/") else base + "/"
+        chromium.get(base)
+        assert "streamcam" != chromium.title and not chromium.find_elements(By.ID, "controls")
+        chromium.get(base + "?token=wrong")
+        assert not chromium.find_elements(By.ID, "controls")
+        chromium.get(base + "?token=secret-token")
+        assert chromium.title == "streamcam" and chromium.find_elements(By.ID, "controls")
+    finally:
+        server.stop()
