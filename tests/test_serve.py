@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
+from conftest import make_pan_video, make_tiny_explainer
 
 import streamcam
 from streamcam.cli import build_parser
@@ -22,8 +24,6 @@ from streamcam.options import parsed
 from streamcam.serve.hub import FrameHub
 from streamcam.serve.server import Server, is_loopback
 from streamcam.serve.sink import ServeSink
-
-from conftest import make_pan_video, make_tiny_explainer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -146,6 +146,50 @@ def test_the_page_streams_names_the_class_and_takes_controls(tmp_path, default_e
     methods = [json.loads(line)["method"] for line in records.read_text().splitlines()]
     assert len(methods) == 48 and methods[0] == "cam" and methods[-1] == "gradcam"
     assert methods == sorted(methods, key=lambda m: m == "gradcam")  # one switch, in frame order
+    assert default_explainer.method.name == "cam"  # the switch was the run's: the lent explainer comes back as it was
+
+
+def test_the_video_socket_holds_one_frame_in_flight_and_measures_capture_to_browser(tmp_path, monkeypatch):
+    """The page's transport: a frame, then nothing until the browser answers it; the answer gives the latency."""
+    clip = make_pan_video(tmp_path / "in.mp4", count=80, size=(320, 240))
+    port = free_port()
+    gate = Gate(monkeypatch, pace=0.05)  # 4 s of frames: the client's steps land mid-run
+    thread, out = run_in_thread(source=clip, display=False, explainer=make_tiny_explainer(), batch=2,
+                                serve=f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}/"
+    seen: dict = {}
+
+    async def frame(ws) -> tuple[dict, np.ndarray]:
+        head = await ws.receive_json(timeout=30)
+        body = await ws.receive_bytes(timeout=30)
+        return head, cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+
+    async def client() -> None:
+        async with aiohttp.ClientSession() as session:
+            await wait_for_server(session, base)
+            async with session.ws_connect(base + "video/0") as ws:
+                gate.open.set()
+                head, image = await frame(ws)
+                seen["first"] = head, image.shape
+                await asyncio.sleep(0.5)  # about 25 frames published meanwhile: none may be sent unanswered
+                with pytest.raises(asyncio.TimeoutError):
+                    await ws.receive(timeout=0.3)
+                await ws.send_str(str(head["sequence"]))
+                seen["second"] = (await frame(ws))[0]
+                await ws.send_str("12345678")  # a wrong answer: the server hangs up
+                seen["closed"] = (await ws.receive(timeout=10)).type
+            async with session.get(base + "api/state") as state:
+                seen["state"] = (await state.json())["sources"][0]
+
+    asyncio.run(asyncio.wait_for(client(), 60))
+    thread.join(60)
+    assert "error" not in out and out["summary"].frames == 80
+    (first, shape), second = seen["first"], seen["second"]
+    assert first["latency_ms"] is None and shape == (240, 320, 3)
+    assert second["sequence"] > first["sequence"] + 10 and second["skipped"] >= 10  # the stalled wait skipped them
+    assert 500 <= second["latency_ms"] < 5000  # captured before the 0.5 s wait, answered after it
+    assert seen["state"]["browser_latency_ms"] == second["latency_ms"] and seen["state"]["viewers"] == 0
+    assert seen["closed"] in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
 
 
 async def next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict:
@@ -159,34 +203,70 @@ async def next_record(ws: aiohttp.ClientWebSocketResponse) -> dict:
     return await next_of(ws, "record")
 
 
-def test_a_stalled_client_does_not_stop_the_run(tmp_path, monkeypatch):
-    """A raw socket that asks for the stream and never reads: the run still delivers every frame and ends."""
-    noise = np.random.default_rng(1).integers(0, 255, (720, 1280, 3), np.uint8)  # large JPEGs: buffers fill
-    clip = make_pan_video(tmp_path / "noise.avi", count=60, size=(1280, 720), image=noise)
-    port = free_port()
-    gate = Gate(monkeypatch)
-    left = []  # the viewers as they leave: how many frames each took and skipped
-    unsubscribe = FrameHub.unsubscribe
-    monkeypatch.setattr(FrameHub, "unsubscribe", lambda hub, viewer: left.append(viewer) or unsubscribe(hub, viewer))
-    thread, out = run_in_thread(source=clip, display=False, explainer=make_tiny_explainer(), serve=f"127.0.0.1:{port}")
+def stalled_client(port: int, target: str, headers: str = "") -> socket.socket:
+    """A raw socket that asks for ``target`` and then never reads (a small receive window, so the server's
+    sending side fills up at once)."""
     stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window, kept
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: kept for the connection
     for _ in range(600):
         if stalled.connect_ex(("127.0.0.1", port)) == 0:
             break
         time.sleep(0.1)
-    stalled.sendall(f"GET /stream/0.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-    time.sleep(0.3)  # the server has subscribed it
-    gate.open.set()
-    thread.join(60)
-    try:
-        assert not thread.is_alive() and "error" not in out
-        assert out["summary"].frames == 60
-        (viewer,) = left  # freed when the server closed it
-        assert viewer.taken + viewer.skipped in (59, 60)  # (the last may wait in its slot)
-        assert viewer.skipped > 20  # it stalled; the run did not
-    finally:
-        stalled.close()
+    stalled.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
+    return stalled
+
+
+WEBSOCKET_UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+
+
+def test_stalled_clients_cost_the_pipeline_nothing(tmp_path, monkeypatch):
+    """Raw sockets that ask for the MJPEG stream and the page's video socket and never read: the run delivers every
+    frame, ends when its frames do, and its fps is that of the same run without them (runs alternated, best of two
+    each: the machine is shared)."""
+    noise = np.random.default_rng(1).integers(0, 255, (720, 1280, 3), np.uint8)  # large JPEGs: buffers fill
+    clip = make_pan_video(tmp_path / "noise.avi", count=60, size=(1280, 720), image=noise)
+    explainer = make_tiny_explainer()
+    left = []  # the viewers as they leave: how many frames each took and skipped
+    unsubscribe = FrameHub.unsubscribe
+    monkeypatch.setattr(FrameHub, "unsubscribe", lambda hub, viewer: left.append(viewer) or unsubscribe(hub, viewer))
+    gate = Gate(monkeypatch)
+
+    stalled_viewers = []
+
+    def fps(stall: bool) -> float:
+        left.clear()
+        port = free_port()
+        gate.open.clear()
+        thread, out = run_in_thread(source=clip, display=False, explainer=explainer, serve=f"127.0.0.1:{port}")
+        stalled = [stalled_client(port, "/stream/0.mjpg"), stalled_client(port, "/video/0", WEBSOCKET_UPGRADE)]
+        if not stall:
+            for client in stalled:
+                client.close()
+        time.sleep(0.3)  # the server has subscribed them (or seen them go)
+        try:
+            started = time.monotonic()
+            gate.open.set()
+            thread.join(60)
+            seconds = time.monotonic() - started
+            assert not thread.is_alive() and "error" not in out and out["summary"].frames == 60
+        finally:
+            for client in stalled:
+                client.close()
+        if stall:
+            stalled_viewers.extend(left)  # freed when their run's server closed
+        return 60 / seconds
+
+    runs = {False: [], True: []}
+    for stall in (False, True, False, True):
+        runs[stall].append(fps(stall))
+    stalled = stalled_viewers
+    assert len(stalled) == 4  # two stalled runs, two clients each
+    assert all(v.taken + v.skipped in (59, 60) for v in stalled)  # (the last may wait in its slot)
+    assert all(v.skipped > 20 for v in stalled)  # they stalled, the runs did not
+    assert sum(v.taken == 1 for v in stalled) >= 2  # the video sockets: one frame in flight, never answered
+    ratio = max(runs[True]) / max(runs[False])
+    assert ratio > 0.8, f"fps with stalled clients / without: {ratio:.2f} ({runs})"
 
 
 def raw_get(port: int, target: str, headers: str = "") -> tuple[int, bytes]:
@@ -223,7 +303,7 @@ def test_only_the_static_folders_own_files_are_served(server):
 
 def test_every_route_needs_the_token_when_there_is_one(server):
     port = server.port
-    for target in ("/", "/static/app.js", "/stream/0.mjpg", "/snapshot/0.png", "/api/state", "/ws"):
+    for target in ("/", "/static/app.js", "/stream/0.mjpg", "/video/0", "/snapshot/0.png", "/api/state", "/ws"):
         assert raw_get(port, target)[0] == 401, target
         assert raw_get(port, target + "?token=wrong-token-000")[0] == 403, target
         assert raw_get(port, target, "Authorization: Bearer wrong-token-000\r\n")[0] == 403, target
@@ -309,7 +389,7 @@ def test_a_busy_port_is_one_line(tmp_path):
 
 
 @pytest.mark.usefixtures("headless")
-def test_the_command_line_serves_beside_the_other_outputs(capsys, tmp_path):
+def test_the_command_line_serves_beside_the_other_outputs(capsys, tmp_path, monkeypatch):
     from conftest import assert_one_line_error, run_cli
 
     clip = make_pan_video(tmp_path / "in.mp4", count=6)
@@ -320,12 +400,22 @@ def test_the_command_line_serves_beside_the_other_outputs(capsys, tmp_path):
     assert code == 0, err
     assert "watch it at http://127.0.0.1:" in err and "token" not in err  # loopback: no token needed
     assert len(records.read_text().splitlines()) == 6 and out.exists()
+    def no_model(config):
+        raise AssertionError("the model was loaded before the address was checked")
+
+    monkeypatch.setattr("streamcam.engine.pipeline._build_explainer", no_model)
+    tiny = (*tiny, "-o", str(tmp_path / "refused.mp4"))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         assert_one_line_error(*run_cli(capsys, str(clip), "--serve", f"127.0.0.1:{busy.getsockname()[1]}", *tiny),
                               "cannot serve on")
+    assert_one_line_error(*run_cli(capsys, str(clip), "--serve", "no-such-host.invalid:8080", *tiny),
+                          "cannot serve on no-such-host.invalid:8080")
+    assert_one_line_error(*run_cli(capsys, str(clip), "--serve", "192.0.2.1:8080", *tiny),  # not this machine's
+                          "cannot serve on 192.0.2.1:8080")
     assert_one_line_error(*run_cli(capsys, str(clip), "--serve", "nowhere"), "HOST:PORT")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4", "records.jsonl"]  # no refused.mp4
 
 
 def test_several_sources_each_get_a_stream(tmp_path, monkeypatch):
@@ -446,6 +536,17 @@ def test_headless_chromium_shows_live_frames_the_class_and_switches_the_method(t
 
     first = wait_until(shot, what="a decoded frame")
     assert wait_until(lambda: (s := shot()) is not None and s != first, seconds=20, what="the video to change")
+
+    def delivery() -> str:
+        try:
+            return chromium.find_element(By.CSS_SELECTOR, ".source .delivery").text
+        except StaleElementReferenceException:
+            return ""
+
+    # The browser answers each frame once shown: the server measures capture to this browser on its own clock.
+    shown = wait_until(lambda: re.fullmatch(r"(\d+) ms from capture to this browser · (\d+) skipped here", delivery()),
+                       seconds=20, what="the capture-to-browser latency")
+    assert 0 < int(shown[1]) < 5000
 
     Select(chromium.find_element(By.ID, "method")).select_by_value("gradcam")
 

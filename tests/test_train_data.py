@@ -186,6 +186,7 @@ class _WorkerState(torch.utils.data.Dataset):
 
 
 def test_workers_leave_signals_to_the_main_process_and_are_seeded():
+    ctrl_c = signal.getsignal(signal.SIGINT)  # (ignored already if the tests were started in the background)
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a handler of the main process's, as the command's
     try:
         draws = []
@@ -198,4 +199,4 @@ def test_workers_leave_signals_to_the_main_process_and_are_seeded():
         assert draws[0] == draws[1] and draws[0][0] != draws[0][1]  # seeded, and per worker
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # this process keeps its Ctrl-C
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # this process keeps its Ctrl-C as it was

@@ -98,6 +98,7 @@ def annotate(sources: Source | Sequence[Source], explainer: Explainer, batch: in
 
         return body
 
+    lent_method = explainer.method  # live switches are for this run: the explainer is given back as it came
     live = any(s.live for s in sources)  # a live source never waits for a batch to fill
     muxer = Muxer(list(buffers.values()), batch, 0.0 if live else FILE_BATCH_DEADLINE_S, stop)
     worker = InferenceWorker(explainer, view, controls)
@@ -123,6 +124,7 @@ def annotate(sources: Source | Sequence[Source], explainer: Explainer, batch: in
         for source in sources:
             source.interrupt()  # a live source waiting to reconnect gives up at once
         join_all(threads, JOIN_TIMEOUT_S)
+        explainer.method = lent_method
 
 
 def live_controls(explainer: Explainer, view: ViewOptions | None = None) -> LiveControls:
@@ -161,6 +163,10 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
         with phase("opening the inputs"):
             sources = [stack.enter_context(s) for s in open_sources(config.inputs, config.webcams)]
         plan = plan_outputs(config, sources)  # nothing is created yet
+        if config.serve is not None:
+            from ..serve.address import check_can_serve
+
+            check_can_serve(config.serve)  # a busy port or unknown host: said before the model loads
         # checks the model, layer, method, class; one built here is closed with the run (a caller's stays open)
         explainer = explainer or stack.enter_context(_build_explainer(config))
         explainer.prepare()

@@ -2,6 +2,7 @@
 
 :mod:`.hub` encodes each annotated frame once and keeps a latest-frame slot per
 viewer; :mod:`.sink` feeds it from the pipeline; :mod:`.server` (aiohttp) serves
-the page, the MJPEG streams, snapshots, the state and a WebSocket of records and
-controls.
+the page, each source's frames (a WebSocket the page acknowledges frame by frame,
+and MJPEG), snapshots, the state and a WebSocket of records and controls;
+:mod:`.address` checks that the address can be served before the model loads.
 """

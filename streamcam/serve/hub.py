@@ -25,15 +25,18 @@ JPEG_QUALITY = 80
 # fps = (n - 1) / (t_n - t_1) over the frames of the last FPS_WINDOW_S seconds: right also when frames come in
 # bursts (a batch of 8 rendered at once), where averaging instant rates 1 / dt would not be.
 FPS_WINDOW_S = 2.0
+LATENCY_WINDOW = 30  # the HUD's capture-to-browser latency: the median of the last 30 frames shown
 
 
 @dataclass(frozen=True, eq=False)
 class Published:
-    """One source's latest frame: its JPEG, the annotated image (for PNG snapshots) and its sequence number."""
+    """One source's latest frame: its JPEG, the annotated image (for PNG snapshots), its sequence number and
+    when it was captured (``time.monotonic()``, for the capture-to-browser latency)."""
 
     sequence: int  # 1, 2, ... per source
     jpeg: bytes
     image: np.ndarray  # H x W x 3 uint8 BGR, never written to again
+    captured_at: float
 
 
 class Viewer:
@@ -48,6 +51,7 @@ class Viewer:
         self.wake = wake
         self.skipped = 0  # frames replaced before this viewer took them
         self.taken = 0
+        self.latency: float | None = None  # capture to shown, for the last frame this viewer acknowledged
         self._lock = threading.Lock()
         self._slot: Published | None = None
 
@@ -78,6 +82,9 @@ class SourceStats:
     frames: int = 0
     fps: float = 0.0
     latency: float = 0.0  # seconds from capture to publishing
+    # seconds from capture to a browser showing the frame (its acknowledgement reached us), over the last
+    # LATENCY_WINDOW frames any browser acknowledged; None before the first
+    browser_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     dropped: int = 0  # frames the source dropped because inference was busy (live sources)
     method: str = ""
     engine: str = ""
@@ -87,8 +94,11 @@ class SourceStats:
     recent: deque[float] = field(default_factory=deque)  # when the frames of the last FPS_WINDOW_S were published
 
     def as_dict(self) -> dict[str, Any]:
+        shown = sorted(self.browser_latencies)
         return {"name": self.name, "frames": self.frames, "fps": round(self.fps, 2),
-                "latency_ms": round(self.latency * 1000, 1), "dropped": self.dropped, "method": self.method,
+                "latency_ms": round(self.latency * 1000, 1),
+                "browser_latency_ms": round(shown[len(shown) // 2] * 1000, 1) if shown else None,
+                "dropped": self.dropped, "method": self.method,
                 "engine": self.engine, "frame": self.frame_index, "width": self.size[0], "height": self.size[1],
                 "predictions": self.predictions}
 
@@ -117,7 +127,7 @@ class FrameHub:
         stats = self._stats[source]
         with self._lock:
             sequence = stats.frames + 1
-            frame = Published(sequence, data.tobytes(), annotated.image)
+            frame = Published(sequence, data.tobytes(), annotated.image, annotated.frame.captured_at)
             self._latest[source] = frame
             self._update(stats, annotated, now)
             viewers = list(self._viewers[source])
@@ -139,6 +149,14 @@ class FrameHub:
         stats.size = (annotated.image.shape[1], annotated.image.shape[0])
         stats.predictions = [{"class_id": p.class_id, "label": p.label, "score": round(p.score, 6),
                               "box": list(p.box) if p.box is not None else None} for p in annotated.predictions]
+
+    def shown(self, viewer: Viewer, frame: Published) -> float:
+        """``viewer`` says it has shown ``frame``: its capture-to-browser latency (seconds), kept for the HUD."""
+        latency = time.monotonic() - frame.captured_at
+        viewer.latency = latency
+        with self._lock:
+            self._stats[viewer.source].browser_latencies.append(latency)
+        return latency
 
     def subscribe(self, source: int, wake: Callable[[], None] | None = None) -> Viewer:
         """A new viewer of source ``source``, offered the latest frame at once (if any)."""
@@ -168,7 +186,7 @@ class FrameHub:
     def stats(self) -> list[dict[str, Any]]:
         """Each source's HUD values, in source order (see :class:`SourceStats`)."""
         with self._lock:
-            return [s.as_dict() for s in self._stats]
+            return [{**s.as_dict(), "viewers": len(viewers)} for s, viewers in zip(self._stats, self._viewers)]
 
     def _check(self, source: int) -> None:
         if not 0 <= source < len(self.source_ids):

@@ -11,7 +11,13 @@ missing 401, wrong 403; without a token, the Host header must be a loopback name
 when sent, must be this server):
 
 - ``GET /``: the page; ``GET /static/NAME``: a file of the package's ``serve/static`` folder, nothing else.
-- ``GET /stream/I.mjpg``: source I as ``multipart/x-mixed-replace`` JPEG parts, from the viewer's own slot.
+- ``/video/I``: source I over a WebSocket, the page's own transport. Each frame is a text message
+  ``{"sequence": N, "latency_ms": x, "skipped": n}`` (this browser's capture-to-browser latency for the last frame
+  it showed, and the frames it skipped) then a binary one (the JPEG); the next frame goes only once the browser
+  has answered ``N`` (a text message, sent when the frame is shown). So a browser holds at most one frame in
+  flight, never a queue, and its answer gives the true capture-to-browser latency on the server's own clock.
+- ``GET /stream/I.mjpg``: source I as ``multipart/x-mixed-replace`` JPEG parts, from the viewer's own slot
+  (for ``<img>``, VLC, ffplay: no acknowledgement, so TCP's buffers are its only flow control).
 - ``GET /snapshot/I.png``: source I's latest annotated frame.
 - ``GET /api/state``: ``{"sources": [HUD values...], "controls": {...} | null}``.
 - ``/ws``: pushes ``{"type": "state", ...}`` on connect, then ``{"type": "record", "source": I, ...HUD values}``
@@ -32,6 +38,7 @@ import re
 import secrets
 import threading
 import urllib.parse
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from typing import Any
 
@@ -40,7 +47,7 @@ from aiohttp import WSMsgType, web
 
 from ..controls import LiveControls
 from ..errors import InputError
-from .hub import FrameHub
+from .hub import FrameHub, Published, Viewer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,7 @@ BOUNDARY = "streamcamframe"
 RECORDS_PER_S = 10
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
+CLOSE_GRACE_S = 0.5  # when the run ends, how long a viewer has to answer the close before it is cut off
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
                 ".svg": "image/svg+xml", ".ico": "image/x-icon"}
 _STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # no "/", no leading ".": nothing outside the folder
@@ -95,7 +103,9 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
-        self._sockets: set[web.WebSocketResponse] = set()
+        self._sockets: set[web.WebSocketResponse] = set()  # the /ws sockets: each control change goes to all
+        # every open stream and socket and its connection, to close (or cut off, if stalled) when the run ends
+        self._connections: dict[web.StreamResponse, asyncio.BaseTransport | None] = {}
         self._closing: asyncio.Event | None = None
 
     @property
@@ -147,6 +157,7 @@ class Server:
         app = web.Application(middlewares=[self._authorised])
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._static)
+        app.router.add_get(r"/video/{source:\d+}", self._video)
         app.router.add_get(r"/stream/{source:\d+}.mjpg", self._stream)
         app.router.add_get(r"/snapshot/{source:\d+}.png", self._snapshot)
         app.router.add_get("/api/state", self._state)
@@ -161,8 +172,12 @@ class Server:
     async def _close(self) -> None:
         assert self._closing is not None and self._runner is not None
         self._closing.set()  # streams end their loops
-        for socket in list(self._sockets):
-            await socket.close()
+        sockets = [c for c in self._connections if isinstance(c, web.WebSocketResponse)]
+        if sockets:  # a polite close, a short wait for the answers...
+            await asyncio.wait([asyncio.ensure_future(socket.close()) for socket in sockets], timeout=CLOSE_GRACE_S)
+        for transport in list(self._connections.values()):  # ...then cut off whoever stalled (a full socket)
+            if transport is not None:
+                transport.abort()
         await self._runner.cleanup()
 
     @web.middleware
@@ -175,7 +190,8 @@ class Server:
         if self.token is None and not is_loopback(_hostname(request.host)):
             raise web.HTTPForbidden(text="ask for this server as 127.0.0.1 or localhost")
         origin = request.headers.get("Origin")
-        if request.path == "/ws" and origin is not None and urllib.parse.urlsplit(origin).netloc != request.host:
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and origin is not None and urllib.parse.urlsplit(origin).netloc != request.host:
             raise web.HTTPForbidden(text="a WebSocket from another site's page")
         if self.token is not None:
             given = request.query.get("token")
@@ -210,35 +226,83 @@ class Server:
             raise web.HTTPNotFound(text=f"no source {source}: there are {len(self.hub.source_ids)}")
         return source
 
-    async def _stream(self, request: web.Request) -> web.StreamResponse:
-        """MJPEG: each frame this viewer's slot holds when it is ready for one; what it missed is skipped."""
-        source = self._source(request)
+    @contextlib.contextmanager
+    def _connected(self, response: web.StreamResponse, request: web.Request) -> Iterator[None]:
+        """Known as open (with its connection) while the body runs: closed, or cut off, when the server stops."""
+        self._connections[response] = request.transport
+        try:
+            yield
+        finally:
+            self._connections.pop(response, None)
+
+    async def _frames(self, source: int) -> AsyncIterator[tuple[Viewer, Published]]:
+        """The frames of ``source`` for one viewer, from its own slot, each when it is ready for one
+        (what it missed meanwhile is skipped); ends when the server closes. Subscribed for as long as it runs."""
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         viewer = self.hub.subscribe(source, lambda: loop.call_soon_threadsafe(ready.set))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            while not self._closing.is_set():
+                waiting = asyncio.ensure_future(ready.wait())
+                await asyncio.wait([waiting, closing], return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                ready.clear()
+                frame = viewer.take()
+                if frame is not None:
+                    yield viewer, frame
+        finally:
+            closing.cancel()
+            self.hub.unsubscribe(viewer)
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """MJPEG: each frame this viewer's slot holds when it is ready for one; what it missed is skipped."""
+        source = self._source(request)
         response = web.StreamResponse(headers={
             "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}", "Cache-Control": "no-store"})
+        frames = self._frames(source)
         try:
             await response.prepare(request)
-            closing = asyncio.ensure_future(self._closing.wait())
-            try:
-                while not self._closing.is_set():
-                    waiting = asyncio.ensure_future(ready.wait())
-                    await asyncio.wait([waiting, closing], return_when=asyncio.FIRST_COMPLETED)
-                    waiting.cancel()
-                    ready.clear()
-                    frame = viewer.take()
-                    if frame is None:
-                        continue
-                    head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}\r\n\r\n")
+            with self._connected(response, request):
+                async for _, frame in frames:
+                    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}\r\n\r\n"
                     await response.write(head.encode() + frame.jpeg + b"\r\n")  # waits for this viewer only
-            finally:
-                closing.cancel()
         except ConnectionError:
-            pass  # the viewer left
+            pass  # the viewer left, or the server cut it off
         finally:
-            self.hub.unsubscribe(viewer)
+            await frames.aclose()
         return response
+
+    async def _video(self, request: web.Request) -> web.WebSocketResponse:
+        """Frames as binary WebSocket messages, the next one only once the browser has shown the last."""
+        source = self._source(request)
+        socket = web.WebSocketResponse(max_msg_size=1 << 16)  # no heartbeat: a paused source sends nothing for long
+        frames = self._frames(source)
+        try:
+            await socket.prepare(request)
+            with self._connected(socket, request):
+                await self._send_frames(socket, frames)
+        except ConnectionError:
+            pass  # the viewer left, or the server cut it off
+        finally:
+            await frames.aclose()
+            if socket.prepared:
+                with contextlib.suppress(ConnectionError):
+                    await socket.close()
+        return socket
+
+    async def _send_frames(self, socket: web.WebSocketResponse,
+                           frames: AsyncIterator[tuple[Viewer, Published]]) -> None:
+        """Each frame (a header, then the JPEG), then the browser's answer, before the next; a wrong one ends it."""
+        async for viewer, frame in frames:
+            latency_ms = None if viewer.latency is None else round(viewer.latency * 1000, 1)
+            await socket.send_json({"sequence": frame.sequence, "latency_ms": latency_ms,
+                                    "skipped": viewer.skipped})
+            await socket.send_bytes(frame.jpeg)
+            answer = await socket.receive()  # the browser's acknowledgement, or its leaving
+            if answer.type != WSMsgType.TEXT or answer.data.strip() != str(frame.sequence):
+                break  # closed, or not speaking this protocol
+            self.hub.shown(viewer, frame)
 
     async def _snapshot(self, request: web.Request) -> web.Response:
         source = self._source(request)
@@ -265,11 +329,12 @@ class Server:
         self._sockets.add(socket)
         pusher = asyncio.ensure_future(self._push_records(socket))
         try:
-            await socket.send_json({"type": "state", **self.state()})
-            async for message in socket:
-                if message.type != WSMsgType.TEXT:
-                    continue
-                await self._control(socket, message.data)
+            with self._connected(socket, request):
+                await socket.send_json({"type": "state", **self.state()})
+                async for message in socket:
+                    if message.type != WSMsgType.TEXT:
+                        continue
+                    await self._control(socket, message.data)
         finally:
             pusher.cancel()
             self._sockets.discard(socket)

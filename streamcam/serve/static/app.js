@@ -1,4 +1,5 @@
-// The streamcam page: one MJPEG <img> per source, and a WebSocket for records (HUD, predictions) and controls.
+// The streamcam page: one <img> per source fed by its own WebSocket (a JPEG per message, acknowledged once shown,
+// so the server sends the next only then), and a WebSocket for records (HUD, predictions) and controls.
 "use strict";
 
 const token = new URLSearchParams(location.search).get("token");
@@ -6,25 +7,65 @@ const withToken = (path) => (token ? `${path}?token=${encodeURIComponent(token)}
 const $ = (id) => document.getElementById(id);
 let controls = null; // the run's live controls, as the server last said
 let tiles = [];
+let videos = []; // one video socket per tile
+
+function socketUrl(path) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}${withToken(location.pathname.replace(/[^/]*$/, "") + path)}`;
+}
+
+// Source `index` into `img`: each binary message is a JPEG; once it is decoded and painted, its sequence number
+// goes back. Text messages give this browser's capture-to-browser latency. Without WebSockets: MJPEG.
+function playVideo(index, img, hud) {
+  const socket = new WebSocket(socketUrl(`video/${index}`));
+  socket.binaryType = "blob";
+  let sequence = 0;
+  let shown = null;
+  socket.onmessage = async (event) => {
+    if (typeof event.data === "string") { // the next frame's sequence number, and how this browser is doing
+      const stats = JSON.parse(event.data);
+      sequence = stats.sequence;
+      if (stats.latency_ms !== null) {
+        hud.textContent = `${stats.latency_ms.toFixed(0)} ms from capture to this browser · ${stats.skipped} skipped here`;
+      }
+      return;
+    }
+    const answer = String(sequence);
+    const url = URL.createObjectURL(event.data);
+    img.src = url;
+    try {
+      await img.decode();
+    } catch (error) {
+      // a frame that cannot be decoded is still answered: the stream goes on
+    }
+    if (shown) URL.revokeObjectURL(shown);
+    shown = url;
+    requestAnimationFrame(() => socket.readyState === WebSocket.OPEN && socket.send(answer));
+  };
+  socket.onerror = () => { if (!shown) img.src = withToken(`stream/${index}.mjpg`); };
+  return socket;
+}
 
 function addSources(sources) {
   const main = $("sources");
   main.replaceChildren();
+  videos.forEach((socket) => socket.close());
   tiles = sources.map((source, index) => {
     const tile = $("source").content.firstElementChild.cloneNode(true);
     tile.querySelector(".name").textContent = source.name;
-    tile.querySelector(".video").src = withToken(`stream/${index}.mjpg`);
     tile.querySelector(".snapshot").href = withToken(`snapshot/${index}.png`);
     main.append(tile);
     return tile;
   });
+  videos = tiles.map((tile, index) => playVideo(index, tile.querySelector(".video"), tile.querySelector(".delivery")));
 }
 
 function showRecord(record) {
   const tile = tiles[record.source];
   if (!tile) return;
   tile.querySelector(".hud").textContent =
-    `${record.method} | ${record.engine} · ${record.fps.toFixed(1)} fps · ${record.latency_ms.toFixed(0)} ms · ` +
+    `${record.method} | ${record.engine} · ${record.fps.toFixed(1)} fps · ` +
+    `${record.latency_ms.toFixed(0)} ms capture to server · ` +
     `${record.dropped} dropped · frame ${record.frame}`;
   const explained = controls ? controls.class_index : 0;
   tile.querySelector(".predictions").replaceChildren(...record.predictions.map((p, i) => {
@@ -51,8 +92,7 @@ function showControls(state) {
 }
 
 function connect() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}${withToken(location.pathname.replace(/[^/]*$/, "") + "ws")}`);
+  const socket = new WebSocket(socketUrl("ws"));
   const send = (message) => socket.readyState === WebSocket.OPEN && socket.send(JSON.stringify(message));
   $("method").onchange = (e) => send({ method: e.target.value });
   $("class_index").onchange = (e) => send({ class_index: Number(e.target.value) });
