@@ -30,8 +30,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 import streamcam
 from streamcam.demo import pan_frames, photo
 from streamcam.serve.hub import FrameHub

@@ -12,9 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import streamcam  # noqa: E402
-from bench_serve import headless_chromium, serve_live  # noqa: E402
-from streamcam.config import ViewOptions  # noqa: E402
+from bench_serve import headless_chromium, serve_live
+
+import streamcam
+from streamcam.config import ViewOptions
 
 
 def main() -> None:
