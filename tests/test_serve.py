@@ -343,6 +343,8 @@ def test_binding_off_loopback_generates_a_token():
     generated = Server(FrameHub(["a"]), "0.0.0.0", 0).token
     assert generated and len(generated) >= 16 and generated != Server(FrameHub(["a"]), "0.0.0.0", 0).token
     assert Server(FrameHub(["a"]), "0.0.0.0", 0, token="mine-12345").token == "mine-12345"
+    on_all = Server(FrameHub(["a"]), "0.0.0.0", 8080, token="mine-12345").url  # what another machine can browse
+    assert on_all == f"http://{socket.gethostname()}:8080/?token=mine-12345"
 
 
 def test_the_websocket_refuses_bad_control_messages(server):

@@ -40,6 +40,7 @@ import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
+from socket import gethostname
 from typing import Any
 
 import cv2
@@ -110,7 +111,9 @@ class Server:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """Where to browse: on every address (0.0.0.0, ::), by this machine's name, which others can reach."""
+        host = gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     def start(self) -> None:
