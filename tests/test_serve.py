@@ -611,20 +611,29 @@ def test_headless_firefox_shows_live_frames_the_class_and_switches_the_method(tm
     shows_live_frames_the_class_and_switches_the_method(firefox, tmp_path, default_explainer, monkeypatch)
 
 
-def test_headless_chromium_gets_nothing_without_the_token(tmp_path, chromium):
-    from selenium.webdriver.common.by import By
-
+def gets_nothing_without_the_token(page) -> None:
+    """A served page with a token: nothing without it or with a wrong one; with it, the page and its socket."""
     hub = FrameHub(["a"])
     server = Server(hub, "127.0.0.1", 0, token="secret-token")
     server.start()
+    has_controls = "document.getElementById('controls') !== null"
     try:
         base = server.url.split("?")[0]
         base = base if base.endswith("/") else base + "/"
-        chromium.get(base)
-        assert "streamcam" != chromium.title and not chromium.find_elements(By.ID, "controls")
-        chromium.get(base + "?token=wrong")
-        assert not chromium.find_elements(By.ID, "controls")
-        chromium.get(base + "?token=secret-token")
-        assert chromium.title == "streamcam" and chromium.find_elements(By.ID, "controls")
+        page.get(base)
+        assert page.evaluate("document.title") != "streamcam" and not page.evaluate(has_controls)
+        page.get(base + "?token=wrong")
+        assert not page.evaluate(has_controls)
+        page.get(base + "?token=secret-token")
+        assert page.evaluate("document.title") == "streamcam" and page.evaluate(has_controls)
+        wait_until(lambda: page.texts("#status") == ["live"], seconds=10, what="the page's socket, with the token")
     finally:
         server.stop()
+
+
+def test_headless_chromium_gets_nothing_without_the_token(chromium):
+    gets_nothing_without_the_token(SeleniumPage(chromium))
+
+
+def test_headless_firefox_gets_nothing_without_the_token(firefox):
+    gets_nothing_without_the_token(firefox)
