@@ -11,7 +11,6 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import aiohttp
 import cv2
@@ -114,22 +113,17 @@ class Firefox:
             if self.socket is not None and not self.socket.closed:
                 try:
                     self.command("browser.close")
-                except (RuntimeError, asyncio.TimeoutError, aiohttp.ClientError):
-                    pass  # going anyway
+                except (RuntimeError, TypeError, asyncio.TimeoutError, aiohttp.ClientError):
+                    pass  # going anyway (a closed socket's message is no JSON: TypeError)
                 self.loop.run_until_complete(self.socket.close())
             if self.session is not None:
                 self.loop.run_until_complete(self.session.close())
         finally:
+            if self.socket is None:  # it never came up: nothing to wait for
+                self.process.kill()
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
             self.loop.close()
-
-    def __enter__(self) -> Firefox:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()

@@ -495,8 +495,11 @@ def firefox(tmp_path_factory):
     binary = shutil.which("firefox-esr") or shutil.which("firefox")
     if binary is None:
         pytest.skip("needs Firefox (Debian: apt-get install firefox-esr)")
-    with Firefox(binary, tmp_path_factory.mktemp("firefox")) as browser:
+    browser = Firefox(binary, tmp_path_factory.mktemp("firefox"))
+    try:
         yield browser
+    finally:
+        browser.close()
 
 
 class SeleniumPage:
