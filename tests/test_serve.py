@@ -462,7 +462,7 @@ def test_serve_without_its_extra_is_one_line(monkeypatch):
     RunConfig(inputs=("in.mp4",))  # the core needs no web server
 
 
-# --- the page in a real browser: Debian's chromium + chromium-driver, driven by Selenium ---------------------
+# --- the page in real browsers: Debian's chromium + chromium-driver (Selenium), and firefox-esr (WebDriver BiDi) ---
 
 
 @pytest.fixture
@@ -486,6 +486,63 @@ def chromium():
         browser.quit()
 
 
+@pytest.fixture
+def firefox(tmp_path_factory):
+    """Headless Firefox on a throwaway profile, over the WebDriver BiDi it serves itself (Debian packages no
+    geckodriver; nothing downloaded)."""
+    import shutil
+
+    from bidi import Firefox
+
+    binary = shutil.which("firefox-esr") or shutil.which("firefox")
+    if binary is None:
+        pytest.skip("needs Firefox (Debian: apt-get install firefox-esr)")
+    browser = Firefox(binary, tmp_path_factory.mktemp("firefox"))
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+class SeleniumPage:
+    """A Selenium-driven browser seen through the few calls the page checks make (those of ``bidi.Firefox``).
+    The page rebuilds its tiles on each "state" message: elements are found afresh on every look."""
+
+    def __init__(self, driver) -> None:
+        self.driver = driver
+
+    def get(self, url: str) -> None:
+        self.driver.get(url)
+
+    def evaluate(self, expression: str) -> object:
+        return self.driver.execute_script(f"return {expression}")
+
+    def texts(self, selector: str) -> list[str]:
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.common.by import By
+
+        try:
+            return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, selector)]
+        except StaleElementReferenceException:
+            return []
+
+    def choose(self, select_id: str, value: str) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.driver.find_element(By.ID, select_id)).select_by_value(value)
+
+    def screenshot(self, selector: str) -> np.ndarray | None:
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+        from selenium.webdriver.common.by import By
+
+        try:
+            png = self.driver.find_element(By.CSS_SELECTOR, selector).screenshot_as_png
+        except (NoSuchElementException, StaleElementReferenceException):
+            return None
+        return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+
+
 def wait_until(condition, seconds: float = 60.0, what: str = "") -> object:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -506,79 +563,82 @@ def serving(base: str, params: str = "") -> bool:
         return False
 
 
-def test_headless_chromium_shows_live_frames_the_class_and_switches_the_method(tmp_path, default_explainer,
-                                                                               monkeypatch, chromium):
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-
+def shows_live_frames_the_class_and_switches_the_method(page, tmp_path, explainer, monkeypatch) -> None:
+    """The page in a real browser, mid-run: frames that change, the class, this browser's capture-to-shown
+    latency, and a method picked in the page reaching the running pipeline (its HUD and its --json records)."""
     clip = make_pan_video(tmp_path / "in.mp4", count=60, size=(320, 240))
     port, records = free_port(), tmp_path / "records.jsonl"
     gate = Gate(monkeypatch, pace=0.1)  # about 6 s of frames: the browser acts mid-run
-    thread, out = run_in_thread(source=clip, display=False, explainer=default_explainer, batch=2, json=records,
+    thread, out = run_in_thread(source=clip, display=False, explainer=explainer, batch=2, json=records,
                                 serve=f"127.0.0.1:{port}")
     base = f"http://127.0.0.1:{port}/"
     wait_until(lambda: serving(base), what="the server")
-    chromium.get(base)
-    wait_until(lambda: chromium.find_elements(By.CSS_SELECTOR, ".source img.video"), what="the video tile")
+    page.get(base)
+    wait_until(lambda: page.evaluate("document.querySelectorAll('.source img.video').length"), what="the video tile")
     gate.open.set()
-    predictions = wait_until(lambda: [e.text for e in chromium.find_elements(By.CSS_SELECTOR, ".predictions li")],
-                             what="the predictions")
+    predictions = wait_until(lambda: page.texts(".predictions li"), what="the predictions")
     assert predictions[0].startswith("Egyptian cat"), predictions
-    # The page rebuilds its tiles on each "state" message: find them afresh on every look.
-    def video():
-        return chromium.find_element(By.CSS_SELECTOR, ".source img.video")
 
-    def shot() -> bytes | None:
-        try:
-            return video().screenshot_as_png if chromium.execute_script(
-                "return arguments[0].naturalWidth", video()) == 320 else None
-        except StaleElementReferenceException:
-            return None
+    def shot() -> np.ndarray | None:  # a frame from the video socket, decoded and painted
+        decoded = page.evaluate("document.querySelector('.source img.video')?.naturalWidth") == 320
+        return page.screenshot(".source img.video") if decoded else None
 
-    first = wait_until(shot, what="a decoded frame")
-    assert wait_until(lambda: (s := shot()) is not None and s != first, seconds=20, what="the video to change")
+    first = wait_until(lambda: (s := shot()) is not None and (s,), what="a decoded frame")[0]
+    assert first.std() > 10  # a picture, not a blank box
+    assert wait_until(lambda: (s := shot()) is not None and s.shape == first.shape
+                      and np.abs(s.astype(int) - first).mean() > 1, seconds=20, what="the video to change")
 
     def delivery() -> str:
-        try:
-            return chromium.find_element(By.CSS_SELECTOR, ".source .delivery").text
-        except StaleElementReferenceException:
-            return ""
+        return "".join(page.texts(".source .delivery")).strip()
 
     # The browser answers each frame once shown: the server measures capture to this browser on its own clock.
     shown = wait_until(lambda: re.fullmatch(r"(\d+) ms from capture to this browser · (\d+) skipped here", delivery()),
                        seconds=20, what="the capture-to-browser latency")
     assert 0 < int(shown[1]) < 5000
 
-    Select(chromium.find_element(By.ID, "method")).select_by_value("gradcam")
-
-    def hud() -> str:
-        try:
-            return chromium.find_element(By.CSS_SELECTOR, ".source .hud").text
-        except StaleElementReferenceException:
-            return ""
-
-    wait_until(lambda: hud().startswith("gradcam"), seconds=30, what="gradcam in the page's HUD")
+    page.choose("method", "gradcam")
+    wait_until(lambda: (page.texts(".source .hud") or [""])[0].startswith("gradcam"), seconds=30,
+               what="gradcam in the page's HUD")
     thread.join(120)
     assert "error" not in out, out.get("error")
     methods = [json.loads(line)["method"] for line in records.read_text().splitlines()]
     assert methods[0] == "cam" and methods[-1] == "gradcam" and len(methods) == 60
 
 
-def test_headless_chromium_gets_nothing_without_the_token(tmp_path, chromium):
-    from selenium.webdriver.common.by import By
+def test_headless_chromium_shows_live_frames_the_class_and_switches_the_method(tmp_path, default_explainer,
+                                                                               monkeypatch, chromium):
+    shows_live_frames_the_class_and_switches_the_method(SeleniumPage(chromium), tmp_path, default_explainer,
+                                                        monkeypatch)
 
+
+def test_headless_firefox_shows_live_frames_the_class_and_switches_the_method(tmp_path, default_explainer,
+                                                                              monkeypatch, firefox):
+    shows_live_frames_the_class_and_switches_the_method(firefox, tmp_path, default_explainer, monkeypatch)
+
+
+def gets_nothing_without_the_token(page) -> None:
+    """A served page with a token: nothing without it or with a wrong one; with it, the page and its socket."""
     hub = FrameHub(["a"])
     server = Server(hub, "127.0.0.1", 0, token="secret-token")
     server.start()
+    has_controls = "document.getElementById('controls') !== null"
     try:
         base = server.url.split("?")[0]
         base = base if base.endswith("/") else base + "/"
-        chromium.get(base)
-        assert "streamcam" != chromium.title and not chromium.find_elements(By.ID, "controls")
-        chromium.get(base + "?token=wrong")
-        assert not chromium.find_elements(By.ID, "controls")
-        chromium.get(base + "?token=secret-token")
-        assert chromium.title == "streamcam" and chromium.find_elements(By.ID, "controls")
+        page.get(base)
+        assert page.evaluate("document.title") != "streamcam" and not page.evaluate(has_controls)
+        page.get(base + "?token=wrong")
+        assert not page.evaluate(has_controls)
+        page.get(base + "?token=secret-token")
+        assert page.evaluate("document.title") == "streamcam" and page.evaluate(has_controls)
+        wait_until(lambda: page.texts("#status") == ["live"], seconds=10, what="the page's socket, with the token")
     finally:
         server.stop()
+
+
+def test_headless_chromium_gets_nothing_without_the_token(chromium):
+    gets_nothing_without_the_token(SeleniumPage(chromium))
+
+
+def test_headless_firefox_gets_nothing_without_the_token(firefox):
+    gets_nothing_without_the_token(firefox)
