@@ -77,6 +77,12 @@ def _hostname(host: str) -> str:
     return urllib.parse.urlsplit("//" + host).hostname or ""
 
 
+def _gone() -> web.Response:
+    """What a handler returns when its viewer left before the response began: aiohttp wants a response it can still
+    begin (this one goes nowhere, quietly); an unbegun stream or socket would be logged as an error."""
+    return web.Response(status=499, reason="Client Closed Request")
+
+
 def static_files() -> dict[str, bytes]:
     """The page's files, by name, read once from the package (``streamcam/serve/static``)."""
     folder = resources.files("streamcam.serve") / "static"
@@ -274,7 +280,7 @@ class Server:
             pass  # the viewer left, or the server cut it off
         finally:
             await frames.aclose()
-        return response
+        return response if response.prepared else _gone()
 
     async def _video(self, request: web.Request) -> web.WebSocketResponse:
         """Frames as binary WebSocket messages, the next one only once the browser has shown the last."""
@@ -292,7 +298,7 @@ class Server:
             if socket.prepared:
                 with contextlib.suppress(ConnectionError):
                     await socket.close()
-        return socket
+        return socket if socket.prepared else _gone()
 
     async def _send_frames(self, socket: web.WebSocketResponse,
                            frames: AsyncIterator[tuple[Viewer, Published]]) -> None:
