@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import shutil
 import socket
@@ -70,12 +71,10 @@ async def _viewers(port: int, count: int, mjpeg: bool, stop: multiprocessing.Eve
 
     async def protocol_viewer(session: aiohttp.ClientSession) -> None:
         async with session.ws_connect(base + "video/0", max_msg_size=0) as ws:
-            sequence = None
-            async for message in ws:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    sequence = message.json()["sequence"]
-                elif message.type == aiohttp.WSMsgType.BINARY:
-                    await ws.send_str(str(sequence))
+            async for message in ws:  # a length, that much JSON header, the JPEG: answer its sequence at once
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    length = int.from_bytes(message.data[:4], "big")
+                    await ws.send_str(str(json.loads(message.data[4:4 + length])["sequence"]))
 
     async def mjpeg_viewer(session: aiohttp.ClientSession) -> None:
         async with session.get(base + "stream/0.mjpg") as response:

@@ -160,9 +160,11 @@ def test_the_video_socket_holds_one_frame_in_flight_and_measures_capture_to_brow
     seen: dict = {}
 
     async def frame(ws) -> tuple[dict, np.ndarray]:
-        head = await ws.receive_json(timeout=30)
-        body = await ws.receive_bytes(timeout=30)
-        return head, cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        """One message: a 4-byte big-endian length, that much JSON, the JPEG."""
+        message = await ws.receive_bytes(timeout=30)
+        length = int.from_bytes(message[:4], "big")
+        head = json.loads(message[4:4 + length])
+        return head, cv2.imdecode(np.frombuffer(message[4 + length:], np.uint8), cv2.IMREAD_COLOR)
 
     async def client() -> None:
         async with aiohttp.ClientSession() as session:

@@ -11,11 +11,12 @@ missing 401, wrong 403; without a token, the Host header must be a loopback name
 when sent, must be this server):
 
 - ``GET /``: the page; ``GET /static/NAME``: a file of the package's ``serve/static`` folder, nothing else.
-- ``/video/I``: source I over a WebSocket, the page's own transport. Each frame is a text message
-  ``{"sequence": N, "latency_ms": x, "skipped": n}`` (this browser's capture-to-browser latency for the last frame
-  it showed, and the frames it skipped) then a binary one (the JPEG); the next frame goes only once the browser
-  has answered ``N`` (a text message, sent when the frame is shown). So a browser holds at most one frame in
-  flight, never a queue, and its answer gives the true capture-to-browser latency on the server's own clock.
+- ``/video/I``: source I over a WebSocket, the page's own transport. Each frame is one binary message: a 4-byte
+  big-endian length, that many bytes of JSON ``{"sequence": N, "latency_ms": x, "skipped": n}`` (this browser's
+  capture-to-browser latency for the last frame it showed, and the frames it skipped), then the JPEG. The next
+  frame goes only once the browser has answered ``N`` (a text message, sent when the frame is shown). So a browser
+  holds at most one frame in flight, never a queue, and its answer gives the true capture-to-browser latency on
+  the server's own clock.
 - ``GET /stream/I.mjpg``: source I as ``multipart/x-mixed-replace`` JPEG parts, from the viewer's own slot
   (for ``<img>``, VLC, ffplay: no acknowledgement, so TCP's buffers are its only flow control).
 - ``GET /snapshot/I.png``: source I's latest annotated frame.
@@ -302,12 +303,13 @@ class Server:
 
     async def _send_frames(self, socket: web.WebSocketResponse,
                            frames: AsyncIterator[tuple[Viewer, Published]]) -> None:
-        """Each frame (a header, then the JPEG), then the browser's answer, before the next; a wrong one ends it."""
+        """Each frame (its header and JPEG, one message), then the browser's answer, before the next; a wrong answer
+        ends it."""
         async for viewer, frame in frames:
             latency_ms = None if viewer.latency is None else round(viewer.latency * 1000, 1)
-            await socket.send_json({"sequence": frame.sequence, "latency_ms": latency_ms,
-                                    "skipped": viewer.skipped})
-            await socket.send_bytes(frame.jpeg)
+            header = json.dumps({"sequence": frame.sequence, "latency_ms": latency_ms,
+                                 "skipped": viewer.skipped}).encode()
+            await socket.send_bytes(len(header).to_bytes(4, "big") + header + frame.jpeg)
             answer = await socket.receive()  # the browser's acknowledgement, or its leaving
             if answer.type != WSMsgType.TEXT or answer.data.strip() != str(frame.sequence):
                 break  # closed, or not speaking this protocol

@@ -1,5 +1,5 @@
-// The streamcam page: one <img> per source fed by its own WebSocket (a JPEG per message, acknowledged once shown,
-// so the server sends the next only then), and a WebSocket for records (HUD, predictions) and controls.
+// The streamcam page: one <img> per source fed by its own WebSocket (a frame per message, answered once shown, so
+// the server sends the next only then), and a WebSocket for records (HUD, predictions) and controls.
 "use strict";
 
 const token = new URLSearchParams(location.search).get("token");
@@ -14,24 +14,20 @@ function socketUrl(path) {
   return `${scheme}://${location.host}${withToken(location.pathname.replace(/[^/]*$/, "") + path)}`;
 }
 
-// Source `index` into `img`: each binary message is a JPEG; once it is decoded and painted, its sequence number
-// goes back. Text messages give this browser's capture-to-browser latency. Without WebSockets: MJPEG.
+// Source `index` into `img`. Each message is one frame: a 4-byte length, that much JSON (its sequence number and
+// how this browser is doing), then the JPEG. Once the frame is decoded and painted its sequence number goes back,
+// and only then does the server send the next. Without WebSockets: MJPEG.
 function playVideo(index, img, hud) {
   const socket = new WebSocket(socketUrl(`video/${index}`));
-  socket.binaryType = "blob";
-  let sequence = 0;
+  socket.binaryType = "arraybuffer";
   let shown = null;
   socket.onmessage = async (event) => {
-    if (typeof event.data === "string") { // the next frame's sequence number, and how this browser is doing
-      const stats = JSON.parse(event.data);
-      sequence = stats.sequence;
-      if (stats.latency_ms !== null) {
-        hud.textContent = `${stats.latency_ms.toFixed(0)} ms from capture to this browser · ${stats.skipped} skipped here`;
-      }
-      return;
+    const length = new DataView(event.data).getUint32(0);
+    const stats = JSON.parse(new TextDecoder().decode(new Uint8Array(event.data, 4, length)));
+    if (stats.latency_ms !== null) {
+      hud.textContent = `${stats.latency_ms.toFixed(0)} ms from capture to this browser · ${stats.skipped} skipped here`;
     }
-    const answer = String(sequence);
-    const url = URL.createObjectURL(event.data);
+    const url = URL.createObjectURL(new Blob([new Uint8Array(event.data, 4 + length)], { type: "image/jpeg" }));
     img.src = url;
     try {
       await img.decode();
@@ -40,7 +36,7 @@ function playVideo(index, img, hud) {
     }
     if (shown) URL.revokeObjectURL(shown);
     shown = url;
-    requestAnimationFrame(() => socket.readyState === WebSocket.OPEN && socket.send(answer));
+    requestAnimationFrame(() => socket.readyState === WebSocket.OPEN && socket.send(String(stats.sequence)));
   };
   socket.onerror = () => { if (!shown) img.src = withToken(`stream/${index}.mjpg`); };
   return socket;
