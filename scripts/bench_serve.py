@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import shutil
 import socket
 import statistics
@@ -116,9 +117,12 @@ class Watch:
                 if hub.viewers(0) < watch.wanted:
                     raise RuntimeError(f"only {hub.viewers(0)} of {watch.wanted} viewers connected")
                 watch.opened = time.monotonic()
+                watch.server = next(t.native_id for t in threading.enumerate() if t.name == "streamcam-serve")
             publish(hub, annotated)
             now = time.monotonic()
             watch.published.append(now)
+            watch.cpu.append(time.process_time())
+            watch.server_cpu.append(thread_cpu(watch.server))
             if annotated.frame.captured_at > watch.opened + SETTLE_S:
                 watch.to_publish.append(now - annotated.frame.captured_at)
 
@@ -134,9 +138,19 @@ class Watch:
         self.wanted = wanted
         self.opened: float | None = None  # when the first frame was let through
         self.published, self.to_publish, self.to_shown = [], [], []
+        self.cpu: list[float] = []  # this process's CPU seconds at each publish (all threads)
+        self.server_cpu: list[float] = []  # the web server thread's CPU seconds at each publish
+        self.server: int | None = None  # the web server thread's id
 
 
-def fps_with_viewers(clip: Path, explainer, viewers: int, mjpeg: bool, watch: Watch) -> float:
+def thread_cpu(native_id: int | None) -> float:
+    """CPU seconds (user + system) thread ``native_id`` of this process has used (Linux: /proc)."""
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fps_with_viewers(clip: Path, explainer, viewers: int, mjpeg: bool, watch: Watch) -> tuple[float, float, float]:
+    """fps, and CPU ms per frame of the whole process and of its web server thread, over the steady-state half."""
     port = free_port()
     watch.reset(viewers)
     stop = multiprocessing.Event()
@@ -147,8 +161,13 @@ def fps_with_viewers(clip: Path, explainer, viewers: int, mjpeg: bool, watch: Wa
     finally:
         stop.set()
         process.join(10)
-    times = watch.published[len(watch.published) // 2:]  # steady state: the queues filled while held are long gone
-    return (len(times) - 1) / (times[-1] - times[0])
+    half = len(watch.published) // 2  # steady state: the queues filled while held are long gone
+    frames = len(watch.published) - half - 1
+
+    def per_frame(samples: list[float]) -> float:
+        return (samples[-1] - samples[half]) / frames
+
+    return 1 / per_frame(watch.published), 1000 * per_frame(watch.cpu), 1000 * per_frame(watch.server_cpu)
 
 
 # --- latency: a live source ----------------------------------------------------------------------------------------
@@ -251,20 +270,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         clip = make_clip(Path(folder) / "clip.avi", args.frames)
         fps_with_viewers(clip, explainer, 0, args.mjpeg, watch)  # warm-up
-        results: dict[int, list[float]] = {n: [] for n in counts}
+        results: dict[int, list[tuple[float, float, float]]] = {n: [] for n in counts}
         for round_ in range(args.rounds):
             for n in counts if round_ % 2 == 0 else counts[::-1]:
                 results[n].append(fps_with_viewers(clip, explainer, n, args.mjpeg, watch))
-                print(f"  round {round_ + 1}: {n} viewers {results[n][-1]:.2f} fps", flush=True)
-    base = statistics.median(results[counts[0]])
+                fps, cpu, server = results[n][-1]
+                print(f"  round {round_ + 1}: {n} viewers {fps:.2f} fps, CPU {cpu:.2f} ms/frame "
+                      f"(server thread {server:.2f})", flush=True)
     kind = "MJPEG readers" if args.mjpeg else "protocol viewers (answer each frame on arrival)"
-    print(f"\nfps, {args.frames} frames of 640x360, median of {args.rounds} rounds, {kind}:")
+    print(f"\n{args.frames} frames of 640x360, median of {args.rounds} rounds, {kind}; the ratio within each "
+          "round (its runs are seconds apart), then the median: robust to a busy spell")
+    base = results[counts[0]]
     for n in counts:
-        fps = statistics.median(results[n])
-        # the ratio within each round (its runs are seconds apart), then the median: robust to a busy spell
-        ratios = [a / b for a, b in zip(results[n], results[counts[0]])]
-        print(f"  {n:>2} viewers: {fps:6.2f} fps  ({fps / base:.3f}x of {counts[0]}; per round "
-              f"{', '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.3f}x)")
+        fps_ratio = statistics.median(a[0] / b[0] for a, b in zip(results[n], base))
+        cpu_ratio = statistics.median(a[1] / b[1] for a, b in zip(results[n], base))
+        fps, cpu, server = (statistics.median(r[i] for r in results[n]) for i in range(3))
+        print(f"  {n:>2} viewers: {fps:6.2f} fps ({fps_ratio:.3f}x of {counts[0]}), CPU {cpu:.2f} ms/frame "
+              f"({cpu_ratio:.3f}x), of which the web server thread {server:.2f} ms")
 
     if args.skip_latency:
         return
