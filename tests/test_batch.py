@@ -240,6 +240,37 @@ def test_a_list_file_and_a_folder_on_the_command_line(clips, tmp_path, capsys):
     assert "2 videos: 2 done, 0 skipped (complete already), 0 failed; 11 frames" in err
 
 
+def test_complete_outputs_whose_records_are_damaged_are_explained_again(clips, tmp_path, tiny_options):
+    out = tmp_path / "out"
+    [job] = expand_inputs([str(clips / "cat.mp4")])
+    run_batch(BatchCommand(output=str(out)), [job], tiny_options)
+    (out / "summary.parquet").unlink()  # no earlier figures: the records file is read back
+    (out / "cat.jsonl").write_text("{not json\n")
+    [row] = run_batch(BatchCommand(output=str(out)), [job], tiny_options)
+    assert row.status == DONE and len(records(out / "cat.jsonl")) == 7
+
+
+def test_the_progress_bar_counts_frames_and_videos_and_corrects_its_total(clips, capsys):
+    from streamcam.batch.progress import announced_frames
+    from streamcam.batch.video import VideoResult
+
+    jobs = expand_inputs([str(clips / name) for name in ALL] + ["https://example.com/live.mp4"])
+    expected = {job.target: announced_frames(job) for job in jobs}
+    assert list(expected.values()) == [7, 6, 5, None, None]  # headers read; none for a corrupt file or a URL
+    with BatchProgress(expected, enabled=True) as bar:
+        assert bar.total == 18
+        bar.advance(4)
+        bar.advance(3)
+        bar.video_done(VideoResult(jobs[0].target, "o/cat.mp4", "o/cat.jsonl", DONE, frames=7))
+        bar.video_done(VideoResult(jobs[3].target, None, None, FAILED, error="corrupt"))
+        bar.advance(6)  # coffee.mp4, whose header said 6, but say it had 4 more
+        bar.advance(4)
+        bar.video_done(VideoResult(jobs[1].target, "o/coffee.mp4", "o/coffee.jsonl", DONE, frames=10))
+        assert (bar.frames, bar.total, bar.done, bar.failed) == (17, 22, 3, 1)  # small.avi's 5 still to come
+    err = capsys.readouterr().err
+    assert "videos 3/5, 1 failed" in err and "17/22" in err
+
+
 # --- refused before anything runs --------------------------------------------------------------------------------
 
 

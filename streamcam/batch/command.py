@@ -102,8 +102,10 @@ def run_batch(command: BatchCommand, jobs: list[VideoJob], options: RunConfig,
         rows: dict[str, VideoResult] = {}
         todo: list[VideoJob] = []
         for job in jobs:
-            if not command.overwrite and complete(job.video_output(out_dir), job.records_output(out_dir)):
-                rows[job.target] = skipped_result(job, out_dir, earlier.get(job.target))
+            finished = not command.overwrite and complete(job.video_output(out_dir), job.records_output(out_dir))
+            row = skipped_result(job, out_dir, earlier.get(job.target)) if finished else None
+            if row is not None:
+                rows[job.target] = row
             else:
                 todo.append(job)
         if rows:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..atomic import PARTIAL, make_folders
 from ..errors import InputError
-from ..interrupts import scratch
+from ..interrupts import deferred, scratch
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,11 @@ def staging(out_dir: Path) -> Iterator[Path]:
 
 
 def publish(moves: list[tuple[Path, Path]]) -> None:
-    """Move each complete staged file to its final name (replacing what is there: the caller decided)."""
-    for staged, final in moves:
-        os.replace(staged, final)
+    """Move each complete staged file to its final name (replacing what is there: the caller decided).
+    A signal waits until all are moved: a video is never left with one of its outputs published."""
+    with deferred():
+        for staged, final in moves:
+            os.replace(staged, final)
 
 
 def complete(*outputs: Path) -> bool:

@@ -40,6 +40,12 @@ class BatchProgress:
             self._bar = tqdm(total=self._remaining(), unit="frame", desc="streamcam batch", dynamic_ncols=True)
             self._show_videos()
 
+    @property
+    def total(self) -> int:
+        """The frames the bar expects in all: those explained so far, and those announced by the videos still
+        to end (a video being explained counts whole until it ends)."""
+        return self.frames + self._remaining()
+
     def advance(self, frames: int = 1) -> None:
         """``frames`` more frames were explained (of any video)."""
         self.frames += frames
@@ -56,7 +62,7 @@ class BatchProgress:
         else:
             log.info("%s: %d frames in %.1f s -> %s", row.input, row.frames, row.seconds, row.video)
         if self._bar is not None:
-            self._bar.total = self.frames + self._remaining()
+            self._bar.total = self.total
             self._show_videos()
 
     def close(self) -> None:

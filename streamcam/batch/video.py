@@ -82,13 +82,19 @@ def explain_video(job: VideoJob, out_dir: Path, explainer: Explainer, options: R
                        time.monotonic() - started)
 
 
-def skipped_result(job: VideoJob, out_dir: Path, earlier: VideoResult | None) -> VideoResult:
+def skipped_result(job: VideoJob, out_dir: Path, earlier: VideoResult | None) -> VideoResult | None:
     """The row of a video whose outputs are complete from an earlier batch: its figures from that batch's
-    row (``earlier``) if it has one, else read back from its records file."""
+    row (``earlier``) if it has one, else read back from its records file; None if that file is not
+    records streamcam wrote (damaged since: the video is to be explained again)."""
     video, records = job.video_output(out_dir), job.records_output(out_dir)
     if earlier is not None and earlier.status != FAILED:
         return replace(earlier, input=job.target, video=str(video), records=str(records), status=SKIPPED, error=None)
-    frames, duration, classes = describe_records(records)
+    try:
+        frames, duration, classes = describe_records(records)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError) as error:
+        log.warning("warning: %s cannot be read back (%s): %s is explained again", records, one_line(error),
+                    job.target)
+        return None
     return VideoResult(job.target, str(video), str(records), SKIPPED, frames, duration, classes)
 
 
