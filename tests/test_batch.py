@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from conftest import (
     read_video,
     run_cli,
     run_fresh,
+    start_streamcam,
 )
 
 pytestmark = pytest.mark.usefixtures("headless")
@@ -293,16 +295,48 @@ def test_half_an_output_pair_is_not_replaced_unasked(clips, tmp_path, capsys):
     assert (out / "cat.mp4").read_bytes() == b"someone's own video"
 
 
-def test_without_pyarrow_one_line_names_the_extra(clips, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("missing,flags,extra", [("pyarrow", [], "batch"), ("ray", ["--ray"], "ray")])
+def test_without_its_extra_one_line_names_the_pip_install(missing, flags, extra, clips, tmp_path, capsys, monkeypatch):
     import importlib.util
 
     import streamcam.batch.command
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(streamcam.batch.command.importlib.util, "find_spec",
-                        lambda name, *args: None if name == "pyarrow" else find_spec(name, *args))
-    code, err = run_cli(capsys, "batch", str(clips / "cat.mp4"), "-o", str(tmp_path / "out"))
-    assert_one_line_error(code, err, "pip install 'streamcam[batch]'")
+                        lambda name, *args: None if name == missing else find_spec(name, *args))
+    code, err = run_cli(capsys, "batch", str(clips / "cat.mp4"), "-o", str(tmp_path / "out"), *flags)
+    assert_one_line_error(code, err, f"pip install 'streamcam[{extra}]'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_signal_stops_the_batch_with_only_complete_outputs_and_their_summary(clips, tmp_path):
+    """The real command and a real SIGINT while the second video is being explained."""
+    import signal
+    import time
+
+    long = make_pan_video(tmp_path / "long.mp4", count=600, size=(160, 120))
+    out = tmp_path / "out"
+    process = start_streamcam("batch", str(clips / "cat.mp4"), str(long), "-o", str(out), "--model", "resnet18",
+                              "--weights", "random", "--device", "cpu", "--backend", "torch",
+                              stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(".streamcam-batch-*/*long*")):  # long.mp4 is being explained
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert sorted(p.name for p in out.iterdir()) == ["cat.jsonl", "cat.mp4", "summary.parquet"]
+    assert [(Path(r["input"]).name, r["status"]) for r in summary_rows(out)] == [("cat.mp4", DONE)]
+    assert "Traceback" not in err and "run the same command again to resume" in err
+
+
+def test_batch_help_needs_no_torch(tmp_path):
+    code, heavy, _, out = run_fresh(["batch", "--help"], tmp_path)
+    assert code == 0 and heavy == [] and "OUT_DIR" in out
 
 
 USAGE_ERRORS = [

@@ -117,7 +117,8 @@ def run_batch(command: BatchCommand, jobs: list[VideoJob], options: RunConfig,
                 if todo and command.ray is not None:
                     from .ray_runner import run_on_ray
 
-                    rows.update((row.input, row) for row in run_on_ray(todo, out_dir, options, command.ray, bar))
+                    with outputs_open():  # a signal is raised in the driver (KeyboardInterrupt), as here
+                        rows.update((row.input, row) for row in run_on_ray(todo, out_dir, options, command.ray, bar))
                 elif todo:
                     _explain_here(todo, out_dir, options, bar, rows)
         except KeyboardInterrupt:  # (a second signal no longer raises: see streamcam.interrupts)

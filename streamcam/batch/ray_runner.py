@@ -23,8 +23,9 @@ Its contract, which the local runner (:mod:`streamcam.batch.command`) keeps too:
   frame) and each finished row to the driver, which feeds ``bar`` from its own
   thread: ``bar.advance(frames)``, ``bar.video_done(row)``.
 - **Result**: one :class:`~streamcam.batch.video.VideoResult` per job, in
-  ``jobs``' order. A :class:`KeyboardInterrupt` in the driver kills the actors
-  and is re-raised (the command then writes the summary of what ended).
+  ``jobs``' order. It is called inside :func:`streamcam.interrupts.outputs_open`,
+  so Ctrl-C or SIGTERM raises :class:`KeyboardInterrupt` in the driver: kill the
+  actors and re-raise (the command then writes the summary of what ended).
 """
 
 from __future__ import annotations
