@@ -198,8 +198,10 @@ def test_a_file_read_through_pyarrow_gives_the_records_of_the_local_file(clips, 
     row = explain_video(job, local, explainer, options)
     url_row = explain_video(url_job, remote, explainer, options)
     assert row.status == url_row.status == DONE and row.frames == url_row.frames == 6
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows]  # noqa: E731
-    assert strip(records(remote / "coffee.jsonl")) == strip(records(local / "coffee.jsonl"))
+    def without_source(path: Path) -> list[dict]:
+        return [{k: v for k, v in record.items() if k != "source"} for record in records(path)]
+
+    assert without_source(remote / "coffee.jsonl") == without_source(local / "coffee.jsonl")
     assert records(remote / "coffee.jsonl")[0]["source"] == url_job.target
     missing = explain_video(replace(url_job, target=url_job.target + ".gone"), remote, explainer, options)
     assert missing.status == FAILED and "no such file" in missing.error
