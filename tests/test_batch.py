@@ -168,6 +168,16 @@ def test_leftovers_of_a_killed_run_do_not_count_as_done(clips, tmp_path, tiny_op
     assert len(read_video(out / "cat.mp4")[0]) == 7 and len(records(out / "cat.jsonl")) == 7
 
 
+def test_overwrite_explains_finished_videos_again(clips, tmp_path, tiny_options):
+    out = tmp_path / "out"
+    jobs = expand_inputs([str(clips / "cat.mp4")])
+    run_batch(BatchCommand(output=str(out)), jobs, tiny_options)
+    [row] = run_batch(BatchCommand(output=str(out), overwrite=True), jobs, replace(tiny_options, top_k=2))
+    assert row.status == DONE
+    assert [len(r["predictions"]) for r in records(out / "cat.jsonl")] == [2] * 7  # the new run's records
+    assert len(read_video(out / "cat.mp4")[0]) == 7 and not list(out.glob(".*"))
+
+
 def test_ctrl_c_stops_the_batch_leaving_only_complete_outputs(clips, tmp_path, tiny_options, monkeypatch):
     out = tmp_path / "out"
     advance = BatchProgress.advance

@@ -92,22 +92,12 @@ def run_batch(command: BatchCommand, jobs: list[VideoJob], options: RunConfig,
     re-raises: no output is left under a final name unless complete, and rerunning resumes.
     """
     from .progress import BatchProgress, announced_frames
-    from .summary import read_summary, summary_line, write_summary
-    from .video import skipped_result
+    from .summary import summary_line, write_summary
 
     started = time.monotonic()
     out_dir = command.out_dir
     with batch_lock(out_dir):
-        earlier = read_summary(out_dir)
-        rows: dict[str, VideoResult] = {}
-        todo: list[VideoJob] = []
-        for job in jobs:
-            finished = not command.overwrite and complete(job.video_output(out_dir), job.records_output(out_dir))
-            row = skipped_result(job, out_dir, earlier.get(job.target)) if finished else None
-            if row is not None:
-                rows[job.target] = row
-            else:
-                todo.append(job)
+        rows, todo = _finished_already(jobs, out_dir) if not command.overwrite else ({}, list(jobs))
         if rows:
             log.info("%d of %d videos are complete already in %s: skipped (--overwrite explains them again)",
                      len(rows), len(jobs), out_dir)
@@ -130,6 +120,24 @@ def run_batch(command: BatchCommand, jobs: list[VideoJob], options: RunConfig,
         write_summary(out_dir, ordered)
     log.info("%s; summary: %s", summary_line(ordered, time.monotonic() - started), out_dir / SUMMARY_NAME)
     return ordered
+
+
+def _finished_already(jobs: list[VideoJob], out_dir: Path) -> tuple[dict[str, VideoResult], list[VideoJob]]:
+    """The rows of the jobs whose outputs are complete in ``out_dir`` (skipped), by input; the other jobs."""
+    from .summary import read_summary
+    from .video import skipped_result
+
+    earlier = read_summary(out_dir)
+    rows: dict[str, VideoResult] = {}
+    todo: list[VideoJob] = []
+    for job in jobs:
+        finished = complete(job.video_output(out_dir), job.records_output(out_dir))
+        row = skipped_result(job, out_dir, earlier.get(job.target)) if finished else None
+        if row is not None:
+            rows[job.target] = row
+        else:
+            todo.append(job)
+    return rows, todo
 
 
 def _explain_here(jobs: list[VideoJob], out_dir: Path, options: RunConfig, bar: BatchProgress,
