@@ -81,16 +81,13 @@ def expand_inputs(inputs: Sequence[str]) -> list[VideoJob]:
     seen_files = FileSet()
     seen_urls: set[str] = set()
     for job in (job for text in inputs for job in _expand(text, from_list=None)):
-        path = job.local_path
-        if path is not None:
-            file = identify(path)
-            if seen_files.find(file) is not None:
-                log.debug("%s is named twice: explained once", job.target)
-                continue
-            seen_files.add(file)
-        elif job.target in seen_urls:
+        file = identify(job.local_path) if job.local_path is not None else None
+        seen = seen_files.find(file) is not None if file is not None else job.target in seen_urls
+        if seen:
             log.debug("%s is named twice: explained once", job.target)
             continue
+        if file is not None:
+            seen_files.add(file)
         seen_urls.add(job.target)
         jobs.append(job)
     return jobs
@@ -116,8 +113,8 @@ def check_jobs(jobs: Sequence[VideoJob], out_dir: Path, read: Iterable[FileId] =
                              f"folder {source.named}: choose a folder outside the inputs")
     check_writable_folder(folder.real, f"into {out_dir}")
     taken = FileSet(inputs)
-    outputs = [(job, out) for job in jobs for out in (job.video_output(out_dir), job.records_output(out_dir))]
-    for job, output in outputs + [(None, out_dir / SUMMARY_NAME)]:
+    outputs = [out for job in jobs for out in (job.video_output(out_dir), job.records_output(out_dir))]
+    for output in [*outputs, out_dir / SUMMARY_NAME]:
         source = taken.find(identify(output))
         if source is not None:
             raise InputError(f"{output} would replace the input {source.named}: an output never replaces an input; "
