@@ -58,7 +58,9 @@ def remove_leftovers(out_dir: Path) -> int:
 @contextlib.contextmanager
 def staging(out_dir: Path) -> Iterator[Path]:
     """A fresh staging folder in ``out_dir`` for one video's outputs, removed with what is left in it
-    (nothing, once :func:`publish` moved them) on every way out, a signal included."""
+    (nothing, once :func:`publish` moved them) on every way out, a signal included. ``out_dir`` is made if
+    missing (a Ray actor may be the first to write into it on its machine)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=PARTIAL, dir=out_dir))
     try:
         with scratch(folder):  # a signal that ends the process at once removes it too
