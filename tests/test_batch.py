@@ -178,6 +178,28 @@ def test_overwrite_explains_finished_videos_again(clips, tmp_path, tiny_options)
     assert len(read_video(out / "cat.mp4")[0]) == 7 and not list(out.glob(".*"))
 
 
+def test_ray_goes_to_its_hook_with_the_videos_to_explain_and_the_bar(clips, tmp_path, tiny_options, monkeypatch):
+    import streamcam.batch.ray_runner
+
+    out = tmp_path / "out"
+    jobs = expand_inputs([str(clips / name) for name in ("cat.mp4", "coffee.mp4")])
+    run_batch(BatchCommand(output=str(out)), jobs[:1], tiny_options)  # cat.mp4 complete: not the hook's
+    calls = []
+
+    def hook(todo, out_dir, options, address, bar):  # as the Ray runner will: explain_video, feeding the bar
+        calls.append(([job.name for job in todo], out_dir, options, address))
+        explainer = make_tiny_explainer()
+        rows = [explain_video(job, out_dir, explainer, options, bar.advance) for job in todo]
+        for row in rows:
+            bar.video_done(row)
+        return rows
+
+    monkeypatch.setattr(streamcam.batch.ray_runner, "run_on_ray", hook)
+    rows = run_batch(BatchCommand(output=str(out), ray="auto"), jobs, tiny_options)
+    assert calls == [(["coffee.mp4"], out, tiny_options, "auto")]
+    assert [(row.status, row.frames) for row in rows] == [(SKIPPED, 7), (DONE, 6)]
+
+
 def test_ctrl_c_stops_the_batch_leaving_only_complete_outputs(clips, tmp_path, tiny_options, monkeypatch):
     out = tmp_path / "out"
     advance = BatchProgress.advance
