@@ -329,6 +329,16 @@ def test_half_an_output_pair_is_not_replaced_unasked(clips, tmp_path, capsys):
     assert (out / "cat.mp4").read_bytes() == b"someone's own video"
 
 
+def test_a_second_batch_into_the_same_folder_is_refused(clips, tmp_path, capsys):
+    from streamcam.batch.outdir import batch_lock
+
+    out = tmp_path / "out"
+    with batch_lock(out):  # another batch, writing
+        code, err = run_cli(capsys, "batch", str(clips / "cat.mp4"), "-o", str(out))
+    assert_one_line_error(code, err, "another streamcam batch is writing into")
+    assert list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize("missing,flags,extra", [("pyarrow", [], "batch"), ("ray", ["--ray"], "ray")])
 def test_without_its_extra_one_line_names_the_pip_install(missing, flags, extra, clips, tmp_path, capsys, monkeypatch):
     import importlib.util
