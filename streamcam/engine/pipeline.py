@@ -208,8 +208,9 @@ def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes:
             sink.controls = controls  # the window's m / c / l keys, the page's controls
     if not any(routes.values()):
         log.warning("no display and no output: frames are explained but neither shown nor saved")
-    bar = stack.enter_context(_progress(sources, config.progress)) if progress is None else None
-    advance = progress if progress is not None else bar.update if bar is not None else None
+    if progress is None:  # the run's own bar, if any
+        bar = stack.enter_context(_progress(sources, config.progress))
+        progress = bar.update if bar is not None else None
     stream = annotate(sources, explainer, config.batch, config.view, controls)
     stack.enter_context(contextlib.closing(stream))
     for item in stream:
@@ -220,8 +221,8 @@ def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes:
                 sink.write(item)
         counts[source_id] = counts.get(source_id, 0) + 1
         dropped[source_id] = item.dropped
-        if advance is not None:
-            advance(1)
+        if progress is not None:
+            progress(1)
         if any(sink.stop_requested for sink in sinks):
             stopped_by_user = True
             break
