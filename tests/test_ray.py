@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import streamcam
+from streamcam.demo import pan_frames
 from streamcam.errors import InputError
 
 ray = pytest.importorskip("ray")
@@ -76,6 +77,18 @@ def test_connect_refuses_an_address_nobody_answers_at_quickly():
     assert not ray.is_initialized()
 
 
+def test_connect_auto_without_a_cluster_is_one_line(monkeypatch):
+    # Ray's own words, first line only (a real "auto" could find another user's cluster on this machine)
+    def no_cluster(**_options):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.\nmore")
+
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(InputError) as error:
+        connect("auto")
+    assert str(error.value) == ("cannot connect to a Ray cluster at auto: Could not find any running Ray instance. "
+                                "Please specify the one to connect to.")
+
+
 # --- on a local cluster -----------------------------------------------------------------------
 
 
@@ -129,6 +142,29 @@ def test_ray_data_gives_what_a_local_explainer_gives(cluster, cat, espresso):
         assert box[2] > box[0] and box[3] > box[1], "the photos' objects are boxed"
         np.testing.assert_array_equal(row["box"], box)
         assert 0 <= box[0] < box[2] <= frame.shape[1] and 0 <= box[1] < box[3] <= frame.shape[0]
+
+
+def test_a_clip_from_numpy_through_one_actor_in_order(cluster, cat):
+    # a generated clip of a real photo, as one N x H x W x 3 array: the from_numpy path, batches of one size
+    frames = [frame for frame, _ in pan_frames(cat, (320, 240), 12)]
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    try:
+        ds = ray.data.from_numpy(np.stack([rgb(frame) for frame in frames])).rename_columns({"data": "image"})
+        out = ds.map_batches(Explain, fn_constructor_kwargs=dict(boxes=True, **OPTIONS), batch_format="numpy",
+                             batch_size=4, compute=ray.data.ActorPoolStrategy(size=1)).take_batch(len(frames))
+    finally:
+        context.execution_options.preserve_order = False
+    with streamcam.Explainer(**OPTIONS) as ex:
+        host = ex.explain(frames).to_host()  # one batch of 12 here, three of 4 there
+    np.testing.assert_array_equal(out["image"], np.stack([rgb(frame) for frame in frames]))
+    np.testing.assert_array_equal(out["class_id"], host.class_ids)
+    assert set(out["label"][:, 0]) <= CAT_LABELS
+    np.testing.assert_allclose(out["score"], host.scores, atol=1e-4)
+    np.testing.assert_allclose(out["map"], host.maps[:, 0], atol=1e-4)
+    expected = np.where((host.boxes[:, 0, 2:] > host.boxes[:, 0, :2]).all(1, keepdims=True), host.boxes[:, 0], -1)
+    np.testing.assert_array_equal(out["box"], expected)
+    assert (out["box"][:, 0] >= 0).sum() >= len(frames) // 2, "most frames have a box"
 
 
 @pytest.fixture(scope="module")
