@@ -81,10 +81,12 @@ def summary_rows(out: Path) -> list[dict]:
     return pq.read_table(out / "summary.parquet").to_pylist()
 
 
-def assert_same_outputs(out: Path, expected: Path, name: str) -> None:
-    """``out``'s outputs for the video ``name`` are ``expected``'s: the same records, the same frames."""
+def assert_same_outputs(out: Path, expected: Path, name: str, source: str | None = None) -> None:
+    """``out``'s outputs for the video ``name`` are ``expected``'s: the same records (but for their ``source``,
+    the input as named, when given), the same frames."""
     stem = Path(name).stem
-    assert records(out / f"{stem}.jsonl") == records(expected / f"{stem}.jsonl")
+    wanted = records(expected / f"{stem}.jsonl")
+    assert records(out / f"{stem}.jsonl") == [record | {"source": source or record["source"]} for record in wanted]
     frames, fps = read_video(out / name)
     expected_frames, expected_fps = read_video(expected / name)
     assert len(frames) == len(expected_frames) > 0 and fps == expected_fps
@@ -196,7 +198,9 @@ def test_resume_with_ray_skips_the_finished_videos(ray_run, cluster, clips, tmp_
 
 def test_an_actor_killed_mid_video_is_restarted_and_the_video_explained_again(cluster, clips, local_run, tmp_path,
                                                                               capsys, monkeypatch):
-    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)  # relative names, as typed: the actors, whose working folder is Ray's, are given
+    out = Path("out")            # absolute ones, and the summary says them as typed
+    clip = os.path.relpath(clips / "long.mp4")
     killed = []
     advance = BatchProgress.advance
 
@@ -209,23 +213,26 @@ def test_an_actor_killed_mid_video_is_restarted_and_the_video_explained_again(cl
         advance(bar, frames)
 
     monkeypatch.setattr(BatchProgress, "advance", kill_the_actor_once)
-    code, err = run_cli(capsys, "batch", str(clips / "long.mp4"), "-o", str(out), *RUN, "--ray")
+    code, err = run_cli(capsys, "batch", clip, "-o", str(out), *RUN, "--ray")
     assert code == 0, err
     assert killed, "the actor reported frames"
     assert "the Ray actor explaining" in err and "Ray explains it again (attempt 2)" in err
     assert sorted(p.name for p in out.iterdir()) == ["long.jsonl", "long.mp4", "summary.parquet"]  # no staging
-    assert_same_outputs(out, local_run, "long.mp4")
+    assert_same_outputs(out, local_run, "long.mp4", source=clip)
     [row] = summary_rows(out)
     assert row["status"] == DONE and row["frames"] == 60
+    assert (row["input"], row["video"], row["records"]) == (clip, "out/long.mp4", "out/long.jsonl")
 
 
-def test_ctrl_c_kills_the_actors_and_leaves_only_complete_outputs(cluster, clips, tmp_path, monkeypatch):
+def test_ctrl_c_kills_the_actors_and_the_summary_lists_the_videos_that_ended(cluster, clips, tmp_path, monkeypatch):
     out = tmp_path / "out"
+    video_done = BatchProgress.video_done
 
-    def interrupt(bar, frames=1):
+    def interrupt_after_the_first(bar, row):  # Ctrl-C in the driver once one video ended, the other not
+        video_done(bar, row)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(BatchProgress, "advance", interrupt)
+    monkeypatch.setattr(BatchProgress, "video_done", interrupt_after_the_first)
     jobs = expand_inputs([str(clips / name) for name in ("long.mp4", "cat.mp4")])
     with pytest.raises(KeyboardInterrupt):
         run_batch(BatchCommand(output=str(out), ray=LOCAL_CLUSTER), jobs, OPTIONS)
@@ -234,8 +241,12 @@ def test_ctrl_c_kills_the_actors_and_leaves_only_complete_outputs(cluster, clips
         time.sleep(0.2)
     assert actor_processes() == []
     assert ray.is_initialized()
-    assert not (out / "long.mp4").exists() and not (out / "long.jsonl").exists()
-    assert (out / "cat.mp4").exists() == (out / "cat.jsonl").exists()  # a short one may have ended: both, or none
+    [row] = summary_rows(out)  # the video that ended (either: the actors load the model at their own pace)
+    ended = Path(row["input"])
+    assert row["status"] == DONE and row["frames"] == {"cat.mp4": 7, "long.mp4": 60}[ended.name]
+    assert len(records(out / f"{ended.stem}.jsonl")) == len(read_video(out / ended.name)[0]) == row["frames"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
+           sorted([ended.name, f"{ended.stem}.jsonl", "summary.parquet"])  # the other: nothing under a final name
 
 
 def test_a_model_no_actor_can_load_is_one_line(cluster, clips, tmp_path, capsys):

@@ -107,8 +107,13 @@ def run_batch(command: BatchCommand, jobs: list[VideoJob], options: RunConfig,
                 if todo and command.ray is not None:
                     from .ray_runner import run_on_ray
 
-                    with outputs_open():  # a signal is raised in the driver (KeyboardInterrupt), as here
-                        rows.update((row.input, row) for row in run_on_ray(todo, out_dir, options, command.ray, bar))
+                    try:
+                        with outputs_open():  # a signal is raised in the driver (KeyboardInterrupt), as here
+                            rows.update((row.input, row) for row in run_on_ray(todo, out_dir, options, command.ray,
+                                                                                bar))
+                    except KeyboardInterrupt:
+                        rows.update(bar.ended)  # the videos that ended on the cluster before the signal
+                        raise
                 elif todo:
                     _explain_here(todo, out_dir, options, bar, rows)
         except KeyboardInterrupt:  # (a second signal no longer raises: see streamcam.interrupts)

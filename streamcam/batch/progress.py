@@ -33,6 +33,7 @@ class BatchProgress:
         self.done = 0
         self.failed = 0
         self.frames = 0
+        self.ended: dict[str, VideoResult] = {}  # the rows of the videos that ended, by input
         self._bar: Any = None
         if enabled:
             from tqdm import tqdm
@@ -53,8 +54,9 @@ class BatchProgress:
             self._bar.update(frames)
 
     def video_done(self, row: VideoResult) -> None:
-        """One video ended (done or failed): count it and correct the total."""
+        """One video ended (done or failed): count it, keep its row and correct the total."""
         self._pending.pop(row.input, None)
+        self.ended[row.input] = row
         self.done += 1
         self.failed += row.status == FAILED
         if row.status == FAILED:

@@ -113,15 +113,16 @@ class _Dispatcher:
 
         self.out_dir = out_dir
         self.bar = bar
+        self.jobs = {job.name: job for job in jobs}  # names are unique in a batch (check_jobs)
         self.queue = deque(jobs)
         self.rows: dict[str, VideoResult] = {}
-        self.shown: dict[str, int] = {}  # frames the bar counts for each video being explained
-        self.attempts: dict[str, set[str]] = {}  # each video's attempts seen on the board
+        self.shown: dict[str, int] = {}  # frames the bar counts for each video being explained, by name
+        self.attempts: dict[str, set[str]] = {}  # each video's attempts seen on the board, by name
         resources = actor_resources()
         count = max(1, min(len(jobs), _room_for(resources)))
         self.board = ray.remote(ProgressBoard).options(num_cpus=0, max_restarts=-1).remote()
         actor_class = ray.remote(VideoActor).options(**resources, max_restarts=-1, max_task_retries=TASK_RETRIES)
-        self.actors = [actor_class.remote(options, out_dir) for _ in range(count)]
+        self.actors = [actor_class.remote(options, out_dir, os.getcwd()) for _ in range(count)]
         # Each actor's one task in flight: first ready() (its model loaded), then one video after another.
         self.pending: dict[Any, tuple[Any, VideoJob | None]] = {actor.ready.remote(): (actor, None)
                                                                for actor in self.actors}
@@ -156,13 +157,16 @@ class _Dispatcher:
         import ray
 
         try:
-            where = ray.get(ref)
+            where, at_home = ray.get(ref)
         except ray.exceptions.RayError as error:
             self.unready.append(_ray_error_line(error))
             log.debug("a Ray actor could not load the model: %s", self.unready[-1])
             self._drop(actor)
             return
         log.debug("a Ray actor is ready on %s", where)
+        if not at_home:
+            log.warning("warning: the Ray actor on %s has no folder %s, where relative paths start: name the "
+                        "videos and OUT_DIR by absolute paths on a file system every node shares", where, os.getcwd())
         self._next(actor)
 
     def _ended(self, ref: Any, actor: Any, job: VideoJob) -> None:
@@ -177,7 +181,8 @@ class _Dispatcher:
             row = VideoResult(job.target, None, None, FAILED,
                               error=f"the Ray actor explaining it failed: {_ray_error_line(error)}")
         self.rows[job.target] = row
-        shown = self.shown.pop(job.target, 0)
+        self.board.forget.remote(job.name)
+        shown = self.shown.pop(job.name, 0)
         if row.frames > shown:
             self.bar.advance(row.frames - shown)
         self.bar.video_done(row)
@@ -203,18 +208,24 @@ class _Dispatcher:
         """Advance the bar by the frames the board shows beyond what it counts already, video by video."""
         import ray
 
-        for target, (attempt, frames) in ray.get(self.board.counts.remote()).items():
-            if target in self.rows:
+        try:
+            counts = ray.get(self.board.counts.remote())
+        except ray.exceptions.RayError as error:  # the board is being restarted: the bar waits a little
+            log.debug("no progress this time: %s", _ray_error_line(error))
+            return
+        for name, (attempt, frames) in counts.items():
+            job = self.jobs.get(name)
+            if job is None or job.target in self.rows:  # a late post about a video that ended
                 continue
-            seen = self.attempts.setdefault(target, set())
+            seen = self.attempts.setdefault(name, set())
             if attempt not in seen:
                 seen.add(attempt)
                 if len(seen) > 1:
                     log.warning("warning: the Ray actor explaining %s died: Ray explains it again (attempt %d)",
-                                target, len(seen))
-            extra = frames - self.shown.get(target, 0)
+                                job.target, len(seen))
+            extra = frames - self.shown.get(name, 0)
             if extra > 0:  # a retry counts from where the dead attempt was
-                self.shown[target] = frames
+                self.shown[name] = frames
                 self.bar.advance(extra)
 
     def _stop(self) -> None:
@@ -231,14 +242,21 @@ class _Dispatcher:
 class VideoActor:
     """A Ray actor's state (``ray.remote(VideoActor)``): one Explainer, built once, explaining whole videos.
 
-    A model that does not load does not kill the actor (Ray would restart it, again and again): the error
-    is kept and :meth:`ready` raises it, so the driver reports it in one line.
+    It works in the driver's working folder (``cwd``) where its node has it, so that relative paths name
+    the same files as in the driver (a shared file system mounted at the same place on every node). A model
+    that does not load does not kill the actor (Ray would restart it, again and again): the error is kept
+    and :meth:`ready` raises it, so the driver reports it in one line.
     """
 
-    def __init__(self, options: RunConfig, out_dir: Path) -> None:
+    def __init__(self, options: RunConfig, out_dir: Path, cwd: str) -> None:
         self.options = options
         self.out_dir = out_dir
         self.error: Exception | None = None
+        try:
+            os.chdir(cwd)
+            self.at_home = True
+        except OSError:
+            self.at_home = False
         for name in QUIETED:
             logging.getLogger(name).setLevel(logging.WARNING)
         try:
@@ -249,11 +267,12 @@ class VideoActor:
         except Exception as error:  # noqa: BLE001 - raised again by ready(), in the driver
             self.error = error
 
-    def ready(self) -> str:
-        """Where this actor runs (host, process, device), once its model is loaded; its error if it did not."""
+    def ready(self) -> tuple[str, bool]:
+        """Once its model is loaded: where this actor runs (host, process, device), and whether it works in
+        the driver's working folder. Its error if the model did not load."""
         if self.error is not None:
             raise self.error
-        return f"{socket.gethostname()} pid {os.getpid()} {self.explainer.device}"
+        return f"{socket.gethostname()} (pid {os.getpid()}, {self.explainer.device})", self.at_home
 
     def explain(self, job: VideoJob, board: Any) -> VideoResult:
         """One whole video, streamed through the normal pipeline (:func:`~streamcam.batch.video.explain_video`),
@@ -262,7 +281,7 @@ class VideoActor:
 
         if self.error is not None:
             raise self.error
-        report = _Reporter(board, job.target)
+        report = _Reporter(board, job.name)
         return explain_video(job, self.out_dir, self.explainer, self.options, report)
 
 
@@ -272,20 +291,25 @@ class ProgressBoard:
     def __init__(self) -> None:
         self._counts: dict[str, tuple[str, int]] = {}
 
-    def post(self, target: str, attempt: str, frames: int) -> None:
-        self._counts[target] = (attempt, frames)
+    def post(self, name: str, attempt: str, frames: int) -> None:
+        self._counts[name] = (attempt, frames)
+
+    def forget(self, name: str) -> None:
+        """The video ended: its count is no longer sent with every :meth:`counts`."""
+        self._counts.pop(name, None)
 
     def counts(self) -> dict[str, tuple[str, int]]:
-        """Each video's latest attempt (an id) and the frames it explained so far."""
+        """Each video being explained (by its output name): its latest attempt (an id) and the frames it
+        explained so far."""
         return dict(self._counts)
 
 
 class _Reporter:
     """``explain_video``'s ``progress`` in an actor: counts frames, posts the count at most every REPORT_EVERY s."""
 
-    def __init__(self, board: Any, target: str) -> None:
+    def __init__(self, board: Any, name: str) -> None:
         self.board = board
-        self.target = target
+        self.name = name
         self.attempt = uuid.uuid4().hex  # a retry on a restarted actor is a new attempt
         self.frames = 0
         self.posted = time.monotonic()
@@ -295,7 +319,7 @@ class _Reporter:
         now = time.monotonic()
         if now - self.posted >= REPORT_EVERY:
             self.posted = now
-            self.board.post.remote(self.target, self.attempt, self.frames)  # fire and forget
+            self.board.post.remote(self.name, self.attempt, self.frames)  # fire and forget
 
 
 def _room_for(resources: dict[str, float]) -> int:
