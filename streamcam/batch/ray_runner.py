@@ -65,6 +65,7 @@ LOCAL_CLUSTER = "local"  # --ray without an address: a cluster started on this m
 TASK_RETRIES = 2  # a video whose actor dies is tried again, 3 attempts in all, before it is FAILED
 REPORT_EVERY = 0.25  # seconds between an actor's frame-count reports
 POLL_EVERY = 0.2  # seconds between the driver's looks at the progress board
+BOARD_TIMEOUT = 5.0  # seconds the driver waits for the board's answer before it looks again later
 # The loggers whose per-file lines name a staging file (the driver says one line per video instead).
 QUIETED = ("streamcam.sinks", "streamcam.video_out")
 
@@ -209,7 +210,7 @@ class _Dispatcher:
         import ray
 
         try:
-            counts = ray.get(self.board.counts.remote())
+            counts = ray.get(self.board.counts.remote(), timeout=BOARD_TIMEOUT)
         except ray.exceptions.RayError as error:  # the board is being restarted: the bar waits a little
             log.debug("no progress this time: %s", _ray_error_line(error))
             return
