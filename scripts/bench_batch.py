@@ -105,13 +105,14 @@ def decode_encode_ms(clip: Path) -> tuple[float, float]:
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
                             cwd=Path(__file__).parent).stdout.strip()
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     return (f"{cpu}, {os.cpu_count()} cores; {platform.platform()}\n"
             f"python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
             f"pyarrow {pyarrow.__version__}, PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}), "
             f"streamcam {streamcam.__version__} @ {commit}\n"
-            f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+            f"uptime: {uptime}")
 
 
 def main() -> None:

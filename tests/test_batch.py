@@ -19,11 +19,13 @@ from streamcam.batch.inputs import FILE, REMOTE, STREAM
 from streamcam.batch.outdir import STAGING_PREFIX
 from streamcam.batch.video import DONE, FAILED, SKIPPED
 from streamcam.config import RunConfig
-from streamcam.demo import photo
 
 from conftest import (
+    BATCH_CLIPS,
+    CORRUPT_CLIP,
     TinyGapNet,
     assert_one_line_error,
+    make_batch_clips,
     make_pan_video,
     make_tiny_explainer,
     read_video,
@@ -45,16 +47,11 @@ RUN = ("--batch", "1", "--device", "cpu", "--backend", "torch", "--boxes")
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
     """Three clips from real photos (two containers, two sizes, three frame rates) and a corrupt one."""
-    folder = tmp_path_factory.mktemp("clips")
-    make_pan_video(folder / "cat.mp4", fps=29.97, count=7)
-    make_pan_video(folder / "coffee.mp4", fps=25.0, count=6, image=photo("coffee"))
-    make_pan_video(folder / "small.avi", fps=24.0, count=5, size=(256, 192))
-    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is no video " * 40)
-    return folder
+    return make_batch_clips(tmp_path_factory.mktemp("clips"))
 
 
-GOOD = ["cat.mp4", "coffee.mp4", "small.avi"]
-ALL = [*GOOD, "broken.mp4"]
+GOOD = BATCH_CLIPS
+ALL = [*GOOD, CORRUPT_CLIP]
 
 
 @pytest.fixture(scope="module")

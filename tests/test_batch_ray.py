@@ -23,7 +23,15 @@ from streamcam.batch.video import DONE, FAILED, SKIPPED
 from streamcam.config import RunConfig
 from streamcam.demo import photo
 
-from conftest import assert_one_line_error, make_pan_video, read_video, run_cli
+from conftest import (
+    BATCH_CLIPS,
+    CORRUPT_CLIP,
+    assert_one_line_error,
+    make_batch_clips,
+    make_pan_video,
+    read_video,
+    run_cli,
+)
 
 ray = pytest.importorskip("ray")
 
@@ -34,20 +42,16 @@ pytestmark = pytest.mark.usefixtures("headless")
 # --batch 1: every frame in a batch of its own in both runs compared, so their numbers are bit for bit the same.
 RUN = ("--batch", "1", "--device", "cpu", "--backend", "torch", "--boxes")
 OPTIONS = RunConfig(batch=1, device="cpu", backend="torch", boxes=True)  # RUN, in Python
-GOOD = ["cat.mp4", "coffee.mp4", "small.avi"]
-ALL = [*GOOD, "broken.mp4"]
+GOOD = BATCH_CLIPS
+ALL = [*GOOD, CORRUPT_CLIP]
 ACTOR_TITLE = b"ray::VideoActor"  # how Ray titles an actor's process (what ps shows)
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
-    """Three clips from real photos (two containers, two sizes, three frame rates), a longer one, a corrupt one."""
-    folder = tmp_path_factory.mktemp("clips")
-    make_pan_video(folder / "cat.mp4", fps=29.97, count=7)
-    make_pan_video(folder / "coffee.mp4", fps=25.0, count=6, image=photo("coffee"))
-    make_pan_video(folder / "small.avi", fps=24.0, count=5, size=(256, 192))
+    """test_batch.py's clips (three from real photos, a corrupt one) and a longer one, long.mp4 (60 frames)."""
+    folder = make_batch_clips(tmp_path_factory.mktemp("clips"))
     make_pan_video(folder / "long.mp4", fps=25.0, count=60, image=photo("coffee"))
-    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is no video " * 40)
     return folder
 
 
