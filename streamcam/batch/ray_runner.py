@@ -73,6 +73,8 @@ QUIETED = ("streamcam.sinks", "streamcam.video_out")
 def run_on_ray(jobs: Sequence[VideoJob], out_dir: Path, options: RunConfig, address: str,
                bar: BatchProgress) -> list[VideoResult]:
     """Explain ``jobs`` into ``out_dir`` on the Ray cluster at ``address`` (see the module docstring)."""
+    if not jobs:
+        return []
     with _connected(address):
         rows = _Dispatcher(jobs, out_dir, options, bar).run()
     return [rows[job.target] for job in jobs]
