@@ -44,14 +44,15 @@ RUN = ("--batch", "1", "--device", "cpu", "--backend", "torch", "--boxes")
 OPTIONS = RunConfig(batch=1, device="cpu", backend="torch", boxes=True)  # RUN, in Python
 GOOD = BATCH_CLIPS
 ALL = [*GOOD, CORRUPT_CLIP]
+LONG = 100  # frames of long.mp4
 ACTOR_TITLE = b"ray::VideoActor"  # how Ray titles an actor's process (what ps shows)
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
-    """test_batch.py's clips (three from real photos, a corrupt one) and a longer one, long.mp4 (60 frames)."""
+    """test_batch.py's clips (three from real photos, a corrupt one) and a longer one, long.mp4 (100 frames: long enough to be killed in the middle)."""
     folder = make_batch_clips(tmp_path_factory.mktemp("clips"))
-    make_pan_video(folder / "long.mp4", fps=25.0, count=60, image=photo("coffee"))
+    make_pan_video(folder / "long.mp4", fps=25.0, count=LONG, image=photo("coffee"))
     return folder
 
 
@@ -205,10 +206,11 @@ def test_an_actor_killed_mid_video_is_restarted_and_the_video_explained_again(cl
     monkeypatch.chdir(tmp_path)  # relative names, as typed: the actors, whose working folder is Ray's, are given
     out = Path("out")            # absolute ones, and the summary says them as typed
     clip = os.path.relpath(clips / "long.mp4")
-    killed = []
+    killed, counted = [], []
     advance = BatchProgress.advance
 
     def kill_the_actor_once(bar, frames=1):  # in the driver: the actor reported its first frames
+        counted.append(frames)
         if not killed:
             [pid] = actor_processes()  # one video, one actor
             os.kill(pid, signal.SIGKILL)
@@ -221,10 +223,11 @@ def test_an_actor_killed_mid_video_is_restarted_and_the_video_explained_again(cl
     assert code == 0, err
     assert killed, "the actor reported frames"
     assert "the Ray actor explaining" in err and "Ray explains it again (attempt 2)" in err
+    assert sum(counted) == LONG  # the bar: the frames the dead attempt explained counted once, not again
     assert sorted(p.name for p in out.iterdir()) == ["long.jsonl", "long.mp4", "summary.parquet"]  # no staging
     assert_same_outputs(out, local_run, "long.mp4", source=clip)
     [row] = summary_rows(out)
-    assert row["status"] == DONE and row["frames"] == 60
+    assert row["status"] == DONE and row["frames"] == LONG
     assert (row["input"], row["video"], row["records"]) == (clip, "out/long.mp4", "out/long.jsonl")
 
 
@@ -247,7 +250,7 @@ def test_ctrl_c_kills_the_actors_and_the_summary_lists_the_videos_that_ended(clu
     assert ray.is_initialized()
     [row] = summary_rows(out)  # the video that ended (either: the actors load the model at their own pace)
     ended = Path(row["input"])
-    assert row["status"] == DONE and row["frames"] == {"cat.mp4": 7, "long.mp4": 60}[ended.name]
+    assert row["status"] == DONE and row["frames"] == {"cat.mp4": 7, "long.mp4": LONG}[ended.name]
     assert len(records(out / f"{ended.stem}.jsonl")) == len(read_video(out / ended.name)[0]) == row["frames"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
            sorted([ended.name, f"{ended.stem}.jsonl", "summary.parquet"])  # the other: nothing under a final name

@@ -8,7 +8,7 @@ with one summary table; resumable, and a bad video never stops the others.
 - :mod:`.summary`: ``summary.parquet`` and the one-line summary
 - :mod:`.progress`: one bar over every video's frames
 - :mod:`.command`: the command (:class:`BatchCommand`, :func:`run_batch`), the local runner
-- :mod:`.ray_runner`: ``--ray``, the runner over Ray actors (its hook)
+- :mod:`.ray_runner`: ``--ray``, the runner over Ray actors (one Explainer each, restarted and retried when they die)
 
 Nothing here imports torch until a video is explained, nor pyarrow until the summary is read or written.
 """
