@@ -1,7 +1,8 @@
 """README's option tables, generated from the command line's own parsers, so that they cannot drift.
 
 Each table sits between ``<!-- options: COMMAND -->`` and ``<!-- /options -->``
-in README.md (COMMAND: ``streamcam``, ``streamcam doctor`` or ``streamcam export``); this script
+in README.md (COMMAND: ``streamcam``, ``streamcam doctor``, ``streamcam export``, ``streamcam train`` or
+``streamcam batch``); this script
 rewrites what is between them, and tests/test_docs.py fails while README differs.
 
     python scripts/options_table.py          # rewrite README.md's tables
@@ -20,10 +21,17 @@ BLOCK = re.compile(r"(<!-- options: (?P<command>[\w ]+) -->\n)(?P<table>.*?)(<!-
 
 
 def parsers() -> dict[str, argparse.ArgumentParser]:
-    from streamcam.cli import build_doctor_parser, build_export_parser, build_parser, build_train_parser
+    from streamcam.cli import (
+        build_batch_parser,
+        build_doctor_parser,
+        build_export_parser,
+        build_parser,
+        build_train_parser,
+    )
 
     return {"streamcam": build_parser(), "streamcam doctor": build_doctor_parser(),
-            "streamcam export": build_export_parser(), "streamcam train": build_train_parser()}
+            "streamcam export": build_export_parser(), "streamcam train": build_train_parser(),
+            "streamcam batch": build_batch_parser()}
 
 
 def option_name(action: argparse.Action) -> str:

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streamcam",
         description="See what a CNN classifier looks at, live: CAM heatmaps on webcams, videos, images and streams.",
         epilog="examples: streamcam --webcam 0 | streamcam in.mp4 -o out.mp4 | streamcam a.jpg photos/ -o annotated/ | "
-        "streamcam --demo | streamcam export --model resnet50 -o models/resnet50.onnx",
+        "streamcam --demo | streamcam export --model resnet50 -o models/resnet50.onnx | streamcam batch clips/ -o "
+        "explained/ (see streamcam batch --help)",
     )
     add_options(parser, RunConfig, stop="output")  # INPUT ..., --webcam
     parser.add_argument(
@@ -108,6 +109,28 @@ def build_train_parser() -> argparse.ArgumentParser:
                              "each with the same class subfolders")
     add_options(parser, TrainCommand, start="output")
     add_options(parser, TrainOptions)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return parser
+
+
+def build_batch_parser() -> argparse.ArgumentParser:
+    """``streamcam batch``'s parser: :class:`~streamcam.batch.command.BatchCommand`'s fields, then the run
+    options it takes, each declared once (on :class:`RunConfig`)."""
+    from .batch.command import RUN_OPTIONS_SKIPPED, BatchCommand
+    from .config import RunConfig
+    from .options import add_options
+
+    parser = _Parser(
+        prog="streamcam batch",
+        description="Explain a whole collection of videos: for each, its annotated video and its JSON lines in "
+                    "OUT_DIR under the same name, and one summary table (`OUT_DIR/summary.parquet`, a row per "
+                    "video: input, outputs, frames, duration, classes seen, time taken, error). One model, loaded "
+                    "once; a video that fails is recorded and the others go on; rerunning the same command skips "
+                    "the videos already complete. Needs `pip install 'streamcam[batch]'`.",
+        epilog="example: streamcam batch clips/ more.txt s3://bucket/videos/a.mp4 -o explained/ --top-k 3 --boxes",
+    )
+    add_options(parser, BatchCommand)
+    add_options(parser, RunConfig, skip=RUN_OPTIONS_SKIPPED)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return parser
 
@@ -284,8 +307,30 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK if result.best is not None else EXIT_FAILURE
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from .batch.command import RUN_OPTIONS_SKIPPED, BatchCommand, run_batch
+    from .batch.video import FAILED
+    from .config import RunConfig
+    from .options import parsed
+
+    command = BatchCommand(**parsed(args, BatchCommand))
+    options = RunConfig(**parsed(args, RunConfig, skip=RUN_OPTIONS_SKIPPED))  # every option checked here
+    jobs = command.check(options)  # before torch loads
+    # Their "wrote N frames to", "h264 with libx264" lines name a staging file: one line per video instead.
+    quieted = [logging.getLogger(f"streamcam.{name}") for name in ("sinks", "video_out")]
+    levels = [logger.level for logger in quieted]
+    for logger in quieted:
+        logger.setLevel(logging.WARNING)
+    try:
+        rows = run_batch(command, jobs, options, progress=_is_terminal(sys.stderr))
+    finally:
+        for logger, level in zip(quieted, levels):
+            logger.setLevel(level)
+    return EXIT_FAILURE if any(row.status == FAILED for row in rows) else EXIT_OK
+
+
 SUBCOMMANDS = {"export": (build_export_parser, _export), "doctor": (build_doctor_parser, _doctor),
-               "train": (build_train_parser, _train)}
+               "train": (build_train_parser, _train), "batch": (build_batch_parser, _batch)}
 
 
 class _CurrentStderr(logging.StreamHandler):

@@ -64,6 +64,8 @@ class Explainer:
     ...     res = ex([bgr_frame])
     """
 
+    _closed = True  # until __init__ runs: an __init__ refused before its first line (a wrong keyword) has nothing to close
+
     @_closed_on_error
     def __init__(
         self,

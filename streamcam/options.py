@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
@@ -86,13 +86,14 @@ def explainer_arguments(config: Any) -> tuple[str, ...]:
 
 
 def add_options(parser: argparse.ArgumentParser, config: type, start: str | None = None,
-                stop: str | None = None) -> None:
+                stop: str | None = None, skip: Collection[str] = ()) -> None:
     """Add ``config``'s command-line fields to ``parser``, in declaration order, each in its group.
 
     ``start`` and ``stop`` (field names, ``stop`` excluded) take a slice of them, so that an option the
-    command alone has can stand between two of them.
+    command alone has can stand between two of them; the fields named in ``skip`` are left out (another
+    command taking some of ``config``'s options).
     """
-    items = [(item, spec) for item, spec in declared(config) if spec.on_command_line]
+    items = [(item, spec) for item, spec in declared(config) if spec.on_command_line and item.name not in skip]
     names = [item.name for item, _ in items]
     groups: dict[str | None, Any] = {None: parser}
     for item, spec in items[names.index(start) if start else 0:names.index(stop) if stop else len(items)]:
@@ -121,9 +122,11 @@ def _add(parser: Any, item: Field, spec: Option) -> argparse.Action:
                                choices=spec.choices, metavar=spec.metavar, help=spec.help, **optional)
 
 
-def parsed(args: argparse.Namespace, config: type) -> dict[str, Any]:
-    """The values of ``config``'s command-line fields in ``args``, by field name (lists become tuples)."""
-    values = {item.name: getattr(args, item.name) for item, spec in declared(config) if spec.on_command_line}
+def parsed(args: argparse.Namespace, config: type, skip: Collection[str] = ()) -> dict[str, Any]:
+    """The values of ``config``'s command-line fields in ``args``, by field name (lists become tuples),
+    but for those named in ``skip`` (as :func:`add_options` left them out)."""
+    values = {item.name: getattr(args, item.name) for item, spec in declared(config)
+              if spec.on_command_line and item.name not in skip}
     return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
 
 

@@ -88,7 +88,7 @@ class AvSource(Source):
 
         options = {"timeout": (OPEN_TIMEOUT_S, READ_TIMEOUT_S)} if self._network else {}
         try:
-            self._container = _open_container(self._target, **options)
+            self._container = _open_container(self._readable(), **options)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
             raise InputError(self._cannot_open()) from error
         if not self._container.streams.video:
@@ -105,6 +105,10 @@ class AvSource(Source):
         self._packets = self._container.demux(*[s for s in (self._video, audio) if s is not None])
         self._decoded: collections.deque = collections.deque()
         self._last_time: float | None = None
+
+    def _readable(self) -> Any:
+        """What FFmpeg opens: the path or URL (a subclass may give a file-like object instead)."""
+        return self._target
 
     def _cannot_open(self) -> str:
         if self._network:
@@ -219,6 +223,8 @@ def _open_container(target: str, **options: Any) -> Any:
             return av.open(target, hwaccel=accel, **options)
         except (av.error.FFmpegError, OSError) as error:
             log.debug("NVDEC decoding unavailable for %s (%s)", target, error)
+            if hasattr(target, "seek"):  # a file-like object: from its start again
+                target.seek(0)
     return av.open(target, **options)
 
 

@@ -152,6 +152,20 @@ def make_pan_video(path: Path, fps: float = 29.97, count: int = 24, size: tuple[
     return path
 
 
+BATCH_CLIPS = ["cat.mp4", "coffee.mp4", "small.avi"]  # what make_batch_clips makes that decodes, in order
+CORRUPT_CLIP = "broken.mp4"
+
+
+def make_batch_clips(folder: Path) -> Path:
+    """A batch's videos in ``folder``: three clips from real photos (two containers, two sizes, three frame
+    rates; 7, 6 and 5 frames) and a corrupt one, ``CORRUPT_CLIP``. Returns ``folder``."""
+    make_pan_video(folder / "cat.mp4", fps=29.97, count=7)
+    make_pan_video(folder / "coffee.mp4", fps=25.0, count=6, image=photo("coffee"))
+    make_pan_video(folder / "small.avi", fps=24.0, count=5, size=(256, 192))
+    (folder / CORRUPT_CLIP).write_bytes(b"\x00\x00\x00\x18ftypmp42 this is no video " * 40)
+    return folder
+
+
 def decoded(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
     """Every frame ``capture`` decodes, in order; then it is released."""
     try:

@@ -83,6 +83,12 @@ def test_a_failed_build_gives_the_model_back():
     assert snapshot(model) == before
 
 
+def test_a_wrong_keyword_is_pythons_type_error():
+    # refused before __init__'s first line: close() (run on the way out) has nothing to give back
+    with pytest.raises(TypeError, match="unexpected keyword argument 'topk'"):
+        streamcam.Explainer(model=lent_model(), device="cpu", topk=3)
+
+
 def test_a_model_streamcam_loaded_is_released():
     ex = streamcam.Explainer(model="resnet18", weights="random", device="cpu", backend="torch")
     with ex:

@@ -84,7 +84,7 @@ def test_build_explainer_passes_every_argument_by_name(monkeypatch):
 
     monkeypatch.setattr(streamcam.explainer, "Explainer", lambda **arguments: arguments)
     config = RunConfig(top_k=3, box_threshold=0.3, method="gradcam", precision="bf16", compile=True)
-    assert pipeline._build_explainer(config) == {name: getattr(config, name) for name in EXPLAINER_FIELDS}
+    assert pipeline.build_explainer(config) == {name: getattr(config, name) for name in EXPLAINER_FIELDS}
 
 
 BAD_VALUES = [

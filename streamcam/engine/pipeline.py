@@ -151,24 +151,31 @@ def run(source: Any = None, output: str | Path | None = None, **options: Any) ->
     return run_config(config, explainer)
 
 
-def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSummary:
+def run_config(config: RunConfig, explainer: Explainer | None = None, sources: Sequence[Source] | None = None,
+               progress: Callable[[int], None] | None = None) -> RunSummary:
     """Run one validated configuration.
 
     Every input is opened and every output path checked (:mod:`streamcam.plan`)
     before the model loads, and the model is ready (its first-run export for
     onnxruntime included, which may take seconds) before any output file is
     created: a refused or interrupted start leaves nothing behind.
+
+    ``sources``: already opened (e.g. a file on remote storage, see :mod:`streamcam.batch.remote`), explained
+    instead of ``config.inputs`` and closed with the run. ``progress``: called with 1 for each frame written,
+    instead of the run's own bar (``streamcam batch`` feeds one bar over many runs with it).
     """
     with contextlib.ExitStack() as stack:
-        with phase("opening the inputs"):
-            sources = [stack.enter_context(s) for s in open_sources(config.inputs, config.webcams)]
+        if sources is None:
+            with phase("opening the inputs"):
+                sources = open_sources(config.inputs, config.webcams)
+        sources = [stack.enter_context(s) for s in sources]
         plan = plan_outputs(config, sources)  # nothing is created yet
         if config.serve is not None:
             from ..serve.address import check_can_serve
 
             check_can_serve(config.serve)  # a busy port or unknown host: said before the model loads
         # checks the model, layer, method, class; one built here is closed with the run (a caller's stays open)
-        explainer = explainer or stack.enter_context(_build_explainer(config))
+        explainer = explainer or stack.enter_context(build_explainer(config))
         explainer.prepare()
         from ..sinks import open_routes  # draws with torch: loaded with the model
 
@@ -179,10 +186,11 @@ def run_config(config: RunConfig, explainer: Explainer | None = None) -> RunSumm
                                  token=config.token)
             for sink in dict.fromkeys(sink for sinks in routes.values() for sink in sinks):
                 stack.enter_context(sink)
-        return _run(config, explainer, sources, routes, stack)
+        return _run(config, explainer, sources, routes, stack, progress)
 
 
-def _build_explainer(config: RunConfig) -> Explainer:
+def build_explainer(config: RunConfig) -> Explainer:
+    """The Explainer ``config``'s model options describe (torch loads here)."""
     name = config.model if isinstance(config.model, str) else type(config.model).__name__
     with phase(f"loading {name}"):
         from ..explainer import Explainer  # and torch with it
@@ -191,7 +199,7 @@ def _build_explainer(config: RunConfig) -> Explainer:
 
 
 def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes: dict[str, list[Sink]],
-         stack: contextlib.ExitStack) -> RunSummary:
+         stack: contextlib.ExitStack, progress: Callable[[int], None] | None = None) -> RunSummary:
     """Drain the pipeline into each source's sinks; the caller's ``stack`` closes everything."""
     from ..serve.sink import ServeSink
     from ..sinks import VideoFileSink, WindowSink
@@ -206,7 +214,9 @@ def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes:
             sink.controls = controls  # the window's m / c / l keys, the page's controls
     if not any(routes.values()):
         log.warning("no display and no output: frames are explained but neither shown nor saved")
-    bar = stack.enter_context(_progress(sources, config.progress))
+    if progress is None:  # the run's own bar, if any
+        bar = stack.enter_context(_progress(sources, config.progress))
+        progress = bar.update if bar is not None else None
     stream = annotate(sources, explainer, config.batch, config.view, controls)
     stack.enter_context(contextlib.closing(stream))
     for item in stream:
@@ -217,8 +227,8 @@ def _run(config: RunConfig, explainer: Explainer, sources: list[Source], routes:
                 sink.write(item)
         counts[source_id] = counts.get(source_id, 0) + 1
         dropped[source_id] = item.dropped
-        if bar is not None:
-            bar.update(1)
+        if progress is not None:
+            progress(1)
         if any(sink.stop_requested for sink in sinks):
             stopped_by_user = True
             break
