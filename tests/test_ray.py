@@ -207,6 +207,7 @@ def test_an_empty_batch_gives_empty_columns(explain):
     (dict(method="nope"), "nope"),
     (dict(map_size=0), "map_size must be a positive int or (height, width), not 0"),
     (dict(map_size=(7, 7, 7)), "map_size must be a positive int"),
+    (dict(map_size=True), "map_size must be a positive int"),
 ])
 def test_bad_options_are_one_input_error(options, message):
     with pytest.raises(InputError) as error:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..boxes import EMPTY_BOX
 from ..defaults import DEFAULT_MODEL
 from ..errors import InputError
 from ..explainer import Explainer
@@ -101,7 +102,7 @@ class Explain:
         boxes = np.full((count, 4), NO_BOX, np.int32)
         if self.boxes:
             explained = host.boxes[:, 0]
-            found = (explained[:, 2] > explained[:, 0]) & (explained[:, 3] > explained[:, 1])  # see boxes.box_or_none
+            found = (explained != EMPTY_BOX).any(axis=1)
             boxes[found] = explained[found]
         return {
             "class_id": host.class_ids.astype(np.int64, copy=False),
@@ -129,7 +130,8 @@ def _checked_map_size(size: int | Sequence[int] | None) -> tuple[int, int] | Non
     if size is None:
         return None
     pair = (size, size) if isinstance(size, int) else tuple(size)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in pair):
+    whole = [isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair]
+    if len(pair) != 2 or not all(whole) or min(pair) <= 0:
         raise InputError(f"map_size must be a positive int or (height, width), not {size!r}")
     return int(pair[0]), int(pair[1])
 
