@@ -414,7 +414,7 @@ def test_the_command_line_serves_beside_the_other_outputs(capsys, tmp_path, monk
     def no_model(config):
         raise AssertionError("the model was loaded before the address was checked")
 
-    monkeypatch.setattr("streamcam.engine.pipeline._build_explainer", no_model)
+    monkeypatch.setattr("streamcam.engine.pipeline.build_explainer", no_model)
     tiny = (*tiny, "-o", str(tmp_path / "refused.mp4"))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
