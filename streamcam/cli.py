@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
     (``scripts/options_table.py``): the backticks that mark code there are dropped on the terminal."""
 
     def error(self, message: str) -> None:  # one line, not usage + message
-        self.exit(EXIT_USAGE, f"streamcam: error: {message} (see streamcam --help)\n")
+        self.exit(EXIT_USAGE, f"streamcam: error: {message} (see {self.prog} --help)\n")
 
     def format_help(self) -> str:
         return super().format_help().replace("`", "")

@@ -148,3 +148,9 @@ def test_several_sources_from_the_cli(capsys, clip, tmp_path):
     assert count_frames(tmp_path / "x_in.avi") == 12 and count_frames(tmp_path / "x_other.avi") == 5
     assert_one_line_error(*run_cli(capsys, str(clip), str(other), "-o", str(tmp_path / "x.avi")), "{source}")
     assert_one_line_error(*run_cli(capsys, "--webcam", "57", "--webcam", "58"), "webcam at index 57")
+
+
+@pytest.mark.parametrize("command", [(), ("doctor",), ("export",), ("train", "data"), ("batch", "a.mp4")])
+def test_a_bad_flag_points_at_its_own_commands_help(capsys, command):
+    prog = " ".join(("streamcam", *command[:1]))
+    assert_one_line_error(*run_cli(capsys, *command, "--no-such-flag"), "--no-such-flag", f"(see {prog} --help)")
