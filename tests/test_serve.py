@@ -188,6 +188,9 @@ def test_the_video_socket_holds_one_frame_in_flight_and_measures_capture_to_brow
     assert "error" not in out and out["summary"].frames == 80
     (first, shape), second = seen["first"], seen["second"]
     assert first["latency_ms"] is None and shape == (240, 320, 3)
+    caption = first["caption"]  # what this frame says, sent with it
+    assert caption["method"] == "cam" and caption["frame"] >= 0 and len(caption["predictions"]) == 1
+    assert second["caption"]["frame"] > caption["frame"]
     assert second["sequence"] > first["sequence"] + 10 and second["skipped"] >= 10  # the stalled wait skipped them
     assert 500 <= second["latency_ms"] < 5000  # captured before the 0.5 s wait, answered after it
     assert seen["state"]["browser_latency_ms"] == second["latency_ms"] and seen["state"]["viewers"] == 0

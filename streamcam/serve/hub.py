@@ -9,6 +9,7 @@ goes from empty to full, so that a stalled viewer costs one pointer swap per fra
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -37,6 +38,9 @@ class Published:
     jpeg: bytes
     image: np.ndarray  # H x W x 3 uint8 BGR, never written to again
     captured_at: float
+    # What the picture says, as JSON (encoded once, sent with the frame so a page lists what it shows):
+    # {"frame": index, "method": name, "predictions": [{"class_id", "label", "score", "box"}, ...]}
+    caption: bytes = b"{}"
 
 
 class Viewer:
@@ -126,10 +130,11 @@ class FrameHub:
         now = time.monotonic()
         stats = self._stats[source]
         with self._lock:
-            sequence = stats.frames + 1
-            frame = Published(sequence, data.tobytes(), annotated.image, annotated.frame.captured_at)
-            self._latest[source] = frame
             self._update(stats, annotated, now)
+            caption = json.dumps({"frame": stats.frame_index, "method": stats.method,
+                                  "predictions": stats.predictions}).encode()
+            frame = Published(stats.frames, data.tobytes(), annotated.image, annotated.frame.captured_at, caption)
+            self._latest[source] = frame
             viewers = list(self._viewers[source])
         for viewer in viewers:
             viewer.offer(frame)

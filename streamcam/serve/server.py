@@ -12,8 +12,9 @@ when sent, must be this server):
 
 - ``GET /``: the page; ``GET /static/NAME``: a file of the package's ``serve/static`` folder, nothing else.
 - ``/video/I``: source I over a WebSocket, the page's own transport. Each frame is one binary message: a 4-byte
-  big-endian length, that many bytes of JSON ``{"sequence": N, "latency_ms": x, "skipped": n}`` (this browser's
-  capture-to-browser latency for the last frame it showed, and the frames it skipped), then the JPEG. The next
+  big-endian length, that many bytes of JSON ``{"sequence": N, "latency_ms": x, "skipped": n, "caption": {...}}``
+  (this browser's capture-to-browser latency for the last frame it showed, the frames it skipped, and what this
+  frame says: its index, method and predictions, so the page lists what it shows), then the JPEG. The next
   frame goes only once the browser has answered ``N`` (a text message, sent when the frame is shown). So a browser
   holds at most one frame in flight, never a queue, and its answer gives the true capture-to-browser latency on
   the server's own clock.
@@ -308,7 +309,7 @@ class Server:
         async for viewer, frame in frames:
             latency_ms = None if viewer.latency is None else round(viewer.latency * 1000, 1)
             header = json.dumps({"sequence": frame.sequence, "latency_ms": latency_ms,
-                                 "skipped": viewer.skipped}).encode()
+                                 "skipped": viewer.skipped}).encode()[:-1] + b', "caption": ' + frame.caption + b"}"
             await socket.send_bytes(len(header).to_bytes(4, "big") + header + frame.jpeg)
             answer = await socket.receive()  # the browser's acknowledgement, or its leaving
             if answer.type != WSMsgType.TEXT or answer.data.strip() != str(frame.sequence):

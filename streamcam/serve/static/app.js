@@ -14,10 +14,13 @@ function socketUrl(path) {
   return `${scheme}://${location.host}${withToken(location.pathname.replace(/[^/]*$/, "") + path)}`;
 }
 
-// Source `index` into `img`. Each message is one frame: a 4-byte length, that much JSON (its sequence number and
-// how this browser is doing), then the JPEG. Once the frame is decoded and painted its sequence number goes back,
-// and only then does the server send the next. Without WebSockets: MJPEG.
-function playVideo(index, img, hud) {
+// Source `index` into its tile. Each message is one frame: a 4-byte length, that much JSON (its sequence number,
+// how this browser is doing, and the frame's caption: what its predictions are), then the JPEG. Once the frame is
+// decoded and painted its sequence number goes back, and only then does the server send the next. Without
+// WebSockets: MJPEG.
+function playVideo(index, tile) {
+  const img = tile.querySelector(".video");
+  const hud = tile.querySelector(".delivery");
   const socket = new WebSocket(socketUrl(`video/${index}`));
   socket.binaryType = "arraybuffer";
   let shown = null;
@@ -34,6 +37,8 @@ function playVideo(index, img, hud) {
     } catch (error) {
       // a frame that cannot be decoded is still answered: the stream goes on
     }
+    socket.captioned = true;
+    showPredictions(tile, stats.caption.predictions);
     if (shown) URL.revokeObjectURL(shown);
     shown = url;
     requestAnimationFrame(() => socket.readyState === WebSocket.OPEN && socket.send(String(stats.sequence)));
@@ -53,7 +58,7 @@ function addSources(sources) {
     main.append(tile);
     return tile;
   });
-  videos = tiles.map((tile, index) => playVideo(index, tile.querySelector(".video"), tile.querySelector(".delivery")));
+  videos = tiles.map((tile, index) => playVideo(index, tile));
 }
 
 function showRecord(record) {
@@ -63,8 +68,13 @@ function showRecord(record) {
     `${record.method} | ${record.engine} · ${record.fps.toFixed(1)} fps · ` +
     `${record.latency_ms.toFixed(0)} ms capture to server · ` +
     `${record.dropped} dropped · frame ${record.frame}`;
+  if (!videos[record.source] || !videos[record.source].captioned) showPredictions(tile, record.predictions);
+}
+
+// The list under a video: the predictions of the frame on screen (from its own message), or, over MJPEG, the latest.
+function showPredictions(tile, predictions) {
   const explained = controls ? controls.class_index : 0;
-  tile.querySelector(".predictions").replaceChildren(...record.predictions.map((p, i) => {
+  tile.querySelector(".predictions").replaceChildren(...predictions.map((p, i) => {
     const item = document.createElement("li");
     item.textContent = `${p.label}  ${(100 * p.score).toFixed(1)} %`;
     item.dataset.classId = p.class_id;
