@@ -37,3 +37,8 @@ class OutputClosed(StreamcamError):
     """The reader of standard output went away (``| head``): the run ends quietly, like other Unix tools."""
 
     exit_code = 0
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type's name when it has none: for one-line reports."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..video_in import AvSource
 
 
@@ -19,7 +19,7 @@ def remote_file_system(uri: str) -> tuple[Any, str]:
     try:
         return fs.FileSystem.from_uri(uri)
     except (ArrowException, OSError, ValueError) as error:
-        raise InputError(f"cannot reach {uri}: {_first_line(error)}") from error
+        raise InputError(f"cannot reach {uri}: {first_line(error)}") from error
 
 
 class RemoteVideoSource(AvSource):
@@ -40,7 +40,7 @@ class RemoteVideoSource(AvSource):
         except FileNotFoundError:
             raise InputError(f"no such file: {self._target}") from None
         except (ArrowException, OSError) as error:
-            raise InputError(f"cannot read {self._target}: {_first_line(error)}") from error
+            raise InputError(f"cannot read {self._target}: {first_line(error)}") from error
         return self._file
 
     def close(self) -> None:
@@ -54,6 +54,3 @@ class RemoteVideoSource(AvSource):
                 file.close()
             self._file = None
 
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

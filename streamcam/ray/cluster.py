@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def connect(address: str | None = None, **init_options: Any) -> str:
         try:
             ray.init(address=address, **init_options)
         except ConnectionError as error:  # "auto" with no cluster running, or a port that is not Ray's
-            raise InputError(f"cannot connect to a Ray cluster at {address}: {_first_line(error)}") from None
+            raise InputError(f"cannot connect to a Ray cluster at {address}: {first_line(error)}") from None
     address_in_use = ray.get_runtime_context().gcs_address
     log.info("connected to the Ray cluster at %s: %s", address_in_use, ray.cluster_resources())
     return address_in_use
@@ -74,6 +74,3 @@ def _probe(address: str) -> None:
     except OSError as error:
         raise InputError(f"cannot connect to a Ray cluster at {address}: {error.strerror or error}") from None
 
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
