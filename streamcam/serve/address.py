@@ -23,4 +23,9 @@ def check_can_serve(address: str) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(where)
     except OSError as error:
-        raise InputError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+        raise cannot_serve(host, port, error) from None
+
+
+def cannot_serve(host: str, port: int, error: OSError) -> InputError:
+    """The one line for an address that cannot be served, here and when the server binds."""
+    return InputError(f"cannot serve on {host}:{port}: {error.strerror or error}")

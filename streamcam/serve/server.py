@@ -50,6 +50,7 @@ from aiohttp import WSMsgType, web
 
 from ..controls import LiveControls
 from ..errors import InputError
+from .address import cannot_serve
 from .hub import FrameHub, Published, Viewer
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class Server:
         if failure:
             error = failure[0]
             if isinstance(error, OSError):
-                raise InputError(f"cannot serve on {self.host}:{self.port}: {error.strerror or error}") from error
+                raise cannot_serve(self.host, self.port, error) from error
             raise error
 
     def stop(self) -> None:
@@ -308,6 +309,7 @@ class Server:
         ends it."""
         async for viewer, frame in frames:
             latency_ms = None if viewer.latency is None else round(viewer.latency * 1000, 1)
+            # this viewer's fields, then the frame's caption spliced in as it was encoded once for every viewer
             header = json.dumps({"sequence": frame.sequence, "latency_ms": latency_ms,
                                  "skipped": viewer.skipped}).encode()[:-1] + b', "caption": ' + frame.caption + b"}"
             await socket.send_bytes(len(header).to_bytes(4, "big") + header + frame.jpeg)
